@@ -299,11 +299,14 @@ function queryAudit(db: Database.Database, query: AuditQuery, now: number): Audi
     parameters.push(new Date(parseSince(query.since, now)).toISOString())
   }
   if (query.principal !== undefined) {
-    // Matches a full SPIFFE ID, or a name that is the ID's last path segment(s).
+    // Matches a full SPIFFE ID, a name that is the ID's last path segment(s), or an ID prefix
+    // that ends at a path boundary (`spiffe://writ.local/bot` finds every bot).
     conditions.push(
-      '(principal = ? OR (length(principal) > length(?) AND substr(principal, -length(?) - 1) = ?))',
+      '(principal = ? OR (length(principal) > length(?) AND substr(principal, -length(?) - 1) = ?)' +
+        ' OR substr(principal, 1, length(?) + 1) = ?)',
     )
     parameters.push(query.principal, query.principal, query.principal, `/${query.principal}`)
+    parameters.push(query.principal, `${query.principal}/`)
   }
   for (const column of ['server', 'tool', 'outcome', 'type'] as const) {
     const value = query[column]

@@ -1,0 +1,221 @@
+import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http'
+import { WritError } from '../errors.js'
+import type { PeerIdentity } from '../identity/types.js'
+import type { Logger } from '../log.js'
+import type { Authority, JoinResult } from './authority.js'
+
+/** The largest request body the join and renew routes read: 64 KiB, far above a CSR's size. */
+export const MAX_AUTHORITY_BODY_BYTES = 64 * 1024
+
+/** HTTP status per error code; a WritError code not listed here is a server fault (500). */
+const STATUS_BY_CODE: Record<string, number> = {
+  'request.invalid': 400,
+  'request.invalid_json': 400,
+  'request.too_large': 413,
+  'request.method_not_allowed': 405,
+  'request.not_found': 404,
+  'csr.invalid': 400,
+  'join.token_unknown': 403,
+  'join.token_used': 403,
+  'join.token_expired': 403,
+  'join.bot_not_found': 404,
+  'join.role_not_found': 404,
+  'renew.unauthenticated': 401,
+  'renew.forbidden': 403,
+  'renew.bot_not_found': 404,
+  'renew.role_not_found': 404,
+}
+
+/** The HTTP handler for `POST /v1/join` and `POST /v1/renew`. */
+export interface AuthorityRoutes {
+  /**
+   * Handles one request. `peer` is the verified client certificate identity, if any, and
+   * `remote` the peer's `address:port` for the audit log.
+   */
+  handle(
+    req: IncomingMessage,
+    res: ServerResponse,
+    peer: PeerIdentity | undefined,
+    remote: string,
+  ): Promise<void>
+}
+
+/**
+ * Creates the HTTP routes of the authority. Join needs no client certificate because the token
+ * authenticates it; renew needs the client certificate of the bot being renewed.
+ *
+ * @example
+ *   const routes = createAuthorityRoutes(authority, logger)
+ *   await routes.handle(req, res, identity, '127.0.0.1:53122')
+ */
+export function createAuthorityRoutes(authority: Authority, logger: Logger): AuthorityRoutes {
+  async function route(
+    req: IncomingMessage,
+    peer: PeerIdentity | undefined,
+    remote: string,
+  ): Promise<JoinResult> {
+    const path = new URL(req.url ?? '/', 'https://writ.invalid').pathname
+    if (path !== '/v1/join' && path !== '/v1/renew') {
+      throw new WritError('request.not_found', `no authority route for ${path}`, { path })
+    }
+    if (req.method !== 'POST') {
+      throw new WritError(
+        'request.method_not_allowed',
+        `${path} accepts POST only, not ${req.method}`,
+        { method: req.method },
+      )
+    }
+    if (path === '/v1/join') {
+      const body = await readJsonBody(req)
+      const token = requireString(body, 'token')
+      const csrPem = requireString(body, 'csr')
+      return authority.join({ token, csrPem }, remote)
+    }
+    if (!peer) {
+      throw new WritError(
+        'renew.unauthenticated',
+        'renewal requires a valid client certificate issued by this Writ CA; join again if the certificate expired',
+      )
+    }
+    const body = await readJsonBody(req)
+    return authority.renew(peer, requireString(body, 'csr'), remote)
+  }
+
+  return {
+    async handle(req, res, peer, remote) {
+      try {
+        const result = await route(req, peer, remote)
+        sendJson(res, 200, {
+          certificate: result.certificate,
+          bundle: result.bundle,
+          spiffeId: result.spiffeId,
+          notAfter: result.notAfter.toISOString(),
+        })
+      } catch (error) {
+        sendError(res, req, error, remote, logger)
+      }
+    },
+  }
+}
+
+function sendError(
+  res: ServerResponse,
+  req: IncomingMessage,
+  error: unknown,
+  remote: string,
+  logger: Logger,
+): void {
+  const status = error instanceof WritError ? (STATUS_BY_CODE[error.code] ?? 500) : 500
+  if (status === 500) {
+    logger.error({ error, path: req.url, peer: remote }, 'authority request failed')
+    sendJson(res, 500, {
+      error: { code: 'http.internal', message: 'internal error; see the Writ server log' },
+    })
+    return
+  }
+  const writError = error as WritError
+  if (writError.code.startsWith('request.') || writError.code === 'renew.unauthenticated') {
+    // The authority logs its own refusals; only failures before it are logged here.
+    logger.info({ code: writError.code, path: req.url, peer: remote }, 'authority request rejected')
+  }
+  const body: { code: string; message: string; requestId?: string } = {
+    code: writError.code,
+    message: writError.message,
+  }
+  const auditId = writError.fields.auditId
+  if (typeof auditId === 'string') body.requestId = auditId
+  const headers: Record<string, string> = {}
+  if (status === 405) headers.allow = 'POST'
+  if (status === 413 || !req.complete) {
+    // The unread rest of the body would be taken for the next request on this connection.
+    headers.connection = 'close'
+  }
+  sendJson(res, status, { error: body }, headers)
+  if (!req.complete) req.resume()
+}
+
+/** Reads at most `MAX_AUTHORITY_BODY_BYTES` and parses them as a JSON object. */
+async function readJsonBody(req: IncomingMessage): Promise<Record<string, unknown>> {
+  const declared = Number(req.headers['content-length'])
+  if (Number.isFinite(declared) && declared > MAX_AUTHORITY_BODY_BYTES) throw tooLarge()
+  const text = await readLimited(req)
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(text)
+  } catch {
+    // The parser's message quotes the body, which contains the join token, so it is dropped.
+    throw new WritError('request.invalid_json', 'request body is not valid JSON')
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new WritError('request.invalid', 'request body must be a JSON object')
+  }
+  return parsed as Record<string, unknown>
+}
+
+/**
+ * Collects the body as text. Past the limit it stops collecting and rejects but leaves the
+ * stream open, because destroying the request would close the socket before the 413 is sent.
+ */
+function readLimited(req: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    const onData = (chunk: Buffer) => {
+      size += chunk.length
+      if (size <= MAX_AUTHORITY_BODY_BYTES) {
+        chunks.push(chunk)
+        return
+      }
+      req.off('data', onData)
+      req.off('end', onEnd)
+      reject(tooLarge())
+    }
+    const onEnd = () => resolve(Buffer.concat(chunks).toString('utf8'))
+    req.on('data', onData)
+    req.once('end', onEnd)
+    req.once('error', reject)
+  })
+}
+
+function requireString(body: Record<string, unknown>, field: string): string {
+  const value = body[field]
+  if (typeof value !== 'string' || value === '') {
+    const found = value === undefined ? 'it is missing' : `found ${describeType(value)}`
+    throw new WritError(
+      'request.invalid',
+      `request field "${field}" must be a non-empty string; ${found}`,
+      { field },
+    )
+  }
+  return value
+}
+
+function describeType(value: unknown): string {
+  if (value === null) return 'null'
+  if (Array.isArray(value)) return 'an array'
+  if (value === '') return 'an empty string'
+  return `a ${typeof value}`
+}
+
+function tooLarge(): WritError {
+  return new WritError(
+    'request.too_large',
+    `request body is larger than ${MAX_AUTHORITY_BODY_BYTES} bytes`,
+    { limit: MAX_AUTHORITY_BODY_BYTES },
+  )
+}
+
+function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
+  const text = JSON.stringify(body)
+  res.writeHead(status, STATUS_CODES[status] ?? '', {
+    ...headers,
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+  })
+  res.end(text)
+}

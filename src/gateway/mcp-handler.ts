@@ -1,0 +1,453 @@
+import { randomBytes } from 'node:crypto'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { WritError } from '../errors.js'
+import type { PeerIdentity } from '../identity/types.js'
+import type { Decision, GatewayDeps, UpstreamConfig } from './deps.js'
+import { accepts, PostExchange, readLimitedBody, writeJson } from './http-io.js'
+import {
+  classifyMessage,
+  denialResponse,
+  errorResponse,
+  INTERNAL_ERROR,
+  INVALID_REQUEST,
+  type JsonRpcId,
+  type JsonRpcMessage,
+  PARSE_ERROR,
+  parseJson,
+} from './jsonrpc.js'
+import { processClientMessage, transformResponse } from './pipeline.js'
+import { createRedactor } from './redact.js'
+import { callerOf, Session } from './session.js'
+import type { Upstream, UpstreamEvents } from './upstream.js'
+import { createHttpUpstream } from './upstream-http.js'
+import { createStdioUpstream } from './upstream-stdio.js'
+
+/** Protocol revisions the gateway accepts in `MCP-Protocol-Version`. */
+export const SUPPORTED_PROTOCOL_VERSIONS = ['2024-11-05', '2025-03-26', '2025-06-18', '2025-11-25']
+/** The last revision that allowed JSON-RPC batches. */
+const BATCH_PROTOCOL_VERSION = '2025-03-26'
+const DEFAULT_STARTUP_TIMEOUT_MS = 30_000
+
+/** The MCP gateway's HTTP entry point, mounted behind the listener that verifies certificates. */
+export interface McpHandler {
+  /** Serves one request on `/mcp/<serverName>` for an already verified peer. */
+  handle(
+    req: IncomingMessage,
+    res: ServerResponse,
+    identity: PeerIdentity,
+    serverName: string,
+    peerAddress: string,
+  ): Promise<void>
+  /** Ends every session and stops every upstream. */
+  closeAll(): Promise<void>
+  sessionCount(): number
+}
+
+/**
+ * Creates the Streamable HTTP handler that fronts one upstream per client session.
+ *
+ * @example
+ *   const mcp = createMcpHandler(deps)
+ *   server.on('request', (req, res) => mcp.handle(req, res, identity, 'files', '127.0.0.1:5000'))
+ */
+export function createMcpHandler(deps: GatewayDeps): McpHandler {
+  if (!Number.isInteger(deps.limits.maxBodyBytes) || deps.limits.maxBodyBytes <= 0) {
+    throw new TypeError(
+      `limits.maxBodyBytes must be a positive integer, got ${deps.limits.maxBodyBytes}`,
+    )
+  }
+  const sessions = new Map<string, Session>()
+
+  async function handle(
+    req: IncomingMessage,
+    res: ServerResponse,
+    identity: PeerIdentity,
+    serverName: string,
+    peerAddress: string,
+  ): Promise<void> {
+    try {
+      const config = deps.getServer(serverName)
+      if (config === undefined) {
+        req.resume()
+        writeJson(
+          res,
+          404,
+          errorResponse(null, INVALID_REQUEST, `MCP server "${serverName}" not found`),
+        )
+        return
+      }
+      const context: RequestContext = { req, res, identity, config, peer: peerAddress }
+      if (req.method === 'POST') await handlePost(context)
+      else if (req.method === 'GET') await handleGet(context)
+      else if (req.method === 'DELETE') await handleDelete(context)
+      else {
+        req.resume()
+        writeJson(res, 405, undefined, { allow: 'GET, POST, DELETE' })
+      }
+    } catch (error) {
+      deps.logger.error({ error, server: serverName }, 'MCP request failed')
+      writeJson(res, 500, errorResponse(null, INTERNAL_ERROR, 'internal gateway error'))
+    }
+  }
+
+  async function handlePost(context: RequestContext): Promise<void> {
+    const { req, res } = context
+    const contentType = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase()
+    if (contentType !== 'application/json') {
+      req.resume()
+      writeJson(
+        res,
+        415,
+        errorResponse(null, INVALID_REQUEST, 'Content-Type must be application/json'),
+      )
+      return
+    }
+    const accept = req.headers.accept
+    if (!accepts(accept, 'application/json') && !accepts(accept, 'text/event-stream')) {
+      req.resume()
+      const message = 'Accept must list application/json and text/event-stream'
+      writeJson(res, 406, errorResponse(null, INVALID_REQUEST, message))
+      return
+    }
+    if (!checkProtocolHeader(context)) return
+    const limit = deps.limits.maxBodyBytes
+    const body = await readLimitedBody(req, limit)
+    if (!body.ok) {
+      await rejectTooLarge(context, limit)
+      return
+    }
+    const parsed = parseJson(body.text)
+    if (!parsed.ok) {
+      writeJson(res, 400, errorResponse(null, PARSE_ERROR, 'request body is not valid JSON'))
+      return
+    }
+    const sessionHeader = req.headers['mcp-session-id']
+    if (sessionHeader === undefined) {
+      await startSession(context, parsed.value)
+      return
+    }
+    const session = findSession(context)
+    if (session === undefined) return
+    if (!checkServerAccess(context, session)) return
+    await dispatch(context, session, parsed.value)
+  }
+
+  async function rejectTooLarge(context: RequestContext, limit: number): Promise<void> {
+    const record = await deps.audit({
+      type: 'mcp.request',
+      outcome: 'denied',
+      reason: 'too_large',
+      caller: callerOf(context.identity),
+      peer: context.peer,
+      server: context.config.name,
+      details: { maxBodyBytes: limit },
+    })
+    const message = `request body exceeds the ${limit}-byte limit`
+    writeJson(context.res, 413, denialResponse(null, 'too_large', message, record.id), {
+      connection: 'close',
+    })
+  }
+
+  function checkProtocolHeader(context: RequestContext): boolean {
+    const version = context.req.headers['mcp-protocol-version']
+    if (version === undefined || SUPPORTED_PROTOCOL_VERSIONS.includes(String(version))) return true
+    context.req.resume()
+    const message = `unsupported MCP-Protocol-Version ${JSON.stringify(String(version).slice(0, 32))}`
+    writeJson(context.res, 400, errorResponse(null, INVALID_REQUEST, message))
+    return false
+  }
+
+  /** Looks up the session named by the request, answering 400 or 404 when there is none. */
+  function findSession(context: RequestContext): Session | undefined {
+    const { req, res, identity, config } = context
+    const header = req.headers['mcp-session-id']
+    if (typeof header !== 'string' || header === '') {
+      req.resume()
+      writeJson(res, 400, errorResponse(null, INVALID_REQUEST, 'missing Mcp-Session-Id header'))
+      return undefined
+    }
+    const session = sessions.get(header)
+    // A session opened with another certificate is reported as missing, so its id reveals nothing.
+    if (session === undefined || session.server !== config.name || !session.isBoundTo(identity)) {
+      req.resume()
+      writeJson(res, 404, errorResponse(null, INVALID_REQUEST, 'session not found'))
+      return undefined
+    }
+    return session
+  }
+
+  /** Applies the server decision and certificate expiry on every request; policy can change. */
+  function checkServerAccess(context: RequestContext, session: Session | undefined): boolean {
+    const decision = decideAccess(context)
+    if (decision.effect === 'allow') return true
+    const reason = decision.denial ?? 'forbidden'
+    const event = {
+      type: 'mcp.request' as const,
+      outcome: 'denied' as const,
+      reason: decision.reason,
+      ...(decision.rule === undefined ? {} : { rule: decision.rule }),
+    }
+    const record = session
+      ? deps.audit(session.auditEvent(event))
+      : deps.audit({
+          ...event,
+          caller: callerOf(context.identity),
+          peer: context.peer,
+          server: context.config.name,
+        })
+    void record.then(
+      (committed) => {
+        const message = `access to MCP server "${context.config.name}" is not allowed`
+        writeJson(context.res, 403, denialResponse(null, reason, message, committed.id))
+      },
+      (error) => {
+        deps.logger.error({ error }, 'audit write failed')
+        writeJson(context.res, 403, errorResponse(null, INTERNAL_ERROR, 'access denied'))
+      },
+    )
+    return false
+  }
+
+  function decideAccess(context: RequestContext): Decision {
+    if (context.identity.notAfter.getTime() <= deps.clock()) {
+      return { effect: 'deny', reason: 'certificate_expired', denial: 'expired' }
+    }
+    return deps.decideServer(context.identity, context.config.name)
+  }
+
+  async function startSession(context: RequestContext, value: unknown): Promise<void> {
+    const { res, identity, config } = context
+    if (classifyMessage(value) !== 'request' || (value as JsonRpcMessage).method !== 'initialize') {
+      writeJson(res, 400, errorResponse(null, INVALID_REQUEST, 'missing Mcp-Session-Id header'))
+      return
+    }
+    const message = value as JsonRpcMessage
+    const decision = decideAccess(context)
+    if (decision.effect !== 'allow') {
+      const record = await deps.audit({
+        type: 'session.start',
+        outcome: 'denied',
+        reason: decision.reason,
+        ...(decision.rule === undefined ? {} : { rule: decision.rule }),
+        caller: callerOf(identity),
+        peer: context.peer,
+        server: config.name,
+      })
+      const text = `access to MCP server "${config.name}" is not allowed`
+      writeJson(
+        res,
+        403,
+        denialResponse(message.id, decision.denial ?? 'forbidden', text, record.id),
+      )
+      return
+    }
+    const session = new Session({
+      id: randomBytes(24).toString('base64url'),
+      identity,
+      peer: context.peer,
+      config,
+      redactor: createRedactor(config.secrets),
+      deps,
+      onEnd: (ended) => sessions.delete(ended.id),
+    })
+    await deps.audit(
+      session.auditEvent({ type: 'session.start', outcome: 'success', reason: decision.reason }),
+    )
+    let initialized = false
+    const exchange = new PostExchange({
+      res,
+      streaming: false,
+      batch: false,
+      headers: (): Record<string, string> => (initialized ? { 'mcp-session-id': session.id } : {}),
+    })
+    session.upstream = createUpstream(session, (result) => {
+      if (result.error !== undefined || initialized) return
+      initialized = true
+      const version = (result.result as { protocolVersion?: unknown } | undefined)?.protocolVersion
+      if (typeof version === 'string') session.protocolVersion = version
+      sessions.set(session.id, session)
+    })
+    session.track(message, exchange)
+    const timeout = startupTimer(session)
+    res.once('finish', () => {
+      clearTimeout(timeout)
+      if (!initialized) void session.end({ reason: 'initialize_failed' })
+    })
+    try {
+      await session.upstream.start()
+    } catch (error) {
+      await session.end({ reason: 'upstream_start_failed', error: asError(error) })
+      return
+    }
+    session.forward(message, Promise.resolve(), () => {})
+    session.logger.info({ spiffeId: identity.spiffeId }, 'session started')
+  }
+
+  function startupTimer(session: Session): NodeJS.Timeout {
+    const ms = session.config.startupTimeoutMs ?? DEFAULT_STARTUP_TIMEOUT_MS
+    return setTimeout(() => {
+      const stderr = session.upstream?.recentStderr().slice(-10).join('\n') ?? ''
+      const suffix = stderr === '' ? '' : `; stderr: ${stderr}`
+      const error = new WritError(
+        'gateway.upstream_timeout',
+        `upstream server "${session.server}" did not answer initialize within ${ms} ms${suffix}`,
+        { server: session.server, timeoutMs: ms },
+      )
+      void session.end({ reason: 'upstream_start_timeout', error })
+    }, ms)
+  }
+
+  function createUpstream(
+    session: Session,
+    onInitializeResponse: (message: JsonRpcMessage) => void,
+  ): Upstream {
+    const config: UpstreamConfig = session.config
+    let initializeAnswered = false
+    const events: UpstreamEvents = {
+      onMessage: (message) => {
+        session.receive(message, (pending, response) => {
+          if (pending.method === 'initialize' && !initializeAnswered) {
+            initializeAnswered = true
+            onInitializeResponse(response)
+          }
+          return transformResponse(deps, session, pending, response)
+        })
+      },
+      onClose: (error) => {
+        if (!session.ended)
+          void session.end({ reason: 'upstream_closed', ...(error ? { error } : {}) })
+      },
+    }
+    const logger = session.logger
+    if (config.stdio !== undefined) {
+      const redactor = session.redactor
+      return createStdioUpstream({
+        server: config.name,
+        config: config.stdio,
+        events,
+        redactor,
+        logger,
+      })
+    }
+    if (config.http !== undefined) {
+      return createHttpUpstream({ server: config.name, config: config.http, events, logger })
+    }
+    throw new WritError(
+      'gateway.upstream_unconfigured',
+      `MCP server "${config.name}" has no transport`,
+      {
+        server: config.name,
+      },
+    )
+  }
+
+  async function dispatch(
+    context: RequestContext,
+    session: Session,
+    value: unknown,
+  ): Promise<void> {
+    const { req, res } = context
+    const batch = Array.isArray(value)
+    if (batch && !batchAllowed(context, session, value)) return
+    const messages = (batch ? value : [value]) as unknown[]
+    const requests: JsonRpcMessage[] = []
+    const invalid: JsonRpcMessage[] = []
+    for (const item of messages) {
+      const kind = classifyMessage(item)
+      if (kind === undefined)
+        invalid.push(errorResponse(idOf(item), INVALID_REQUEST, 'invalid JSON-RPC message'))
+      else if (kind === 'request') requests.push(item as JsonRpcMessage)
+    }
+    if (requests.length === 0 && invalid.length > 0) {
+      writeJson(res, 400, batch ? invalid : invalid[0])
+      return
+    }
+    let exchange: PostExchange | undefined
+    if (requests.length > 0) {
+      exchange = new PostExchange({
+        res,
+        streaming: accepts(req.headers.accept, 'text/event-stream'),
+        batch,
+        headers: () => ({ 'mcp-session-id': session.id }),
+      })
+      for (const request of requests) exchange.expect(request.id as JsonRpcId)
+      exchange.begin()
+      for (const error of invalid) exchange.respond(null, JSON.stringify(error))
+    } else {
+      writeJson(res, 202, undefined, { 'mcp-session-id': session.id })
+    }
+    for (const item of messages) {
+      if (classifyMessage(item) === undefined) continue
+      await processClientMessage(deps, session, item as JsonRpcMessage, exchange)
+    }
+  }
+
+  function batchAllowed(context: RequestContext, session: Session, value: unknown[]): boolean {
+    if (value.length === 0) {
+      writeJson(context.res, 400, errorResponse(null, INVALID_REQUEST, 'empty batch'))
+      return false
+    }
+    if (session.protocolVersion === BATCH_PROTOCOL_VERSION) return true
+    const message = `JSON-RPC batches were removed in protocol revision 2025-06-18; this session uses ${session.protocolVersion ?? 'an unknown revision'}`
+    writeJson(context.res, 400, errorResponse(null, INVALID_REQUEST, message))
+    return false
+  }
+
+  async function handleGet(context: RequestContext): Promise<void> {
+    const { req, res } = context
+    req.resume()
+    if (!accepts(req.headers.accept, 'text/event-stream')) {
+      writeJson(
+        res,
+        406,
+        errorResponse(null, INVALID_REQUEST, 'Accept must list text/event-stream'),
+      )
+      return
+    }
+    if (!checkProtocolHeader(context)) return
+    const session = findSession(context)
+    if (session === undefined || !checkServerAccess(context, session)) return
+    if (session.hasEventStream) {
+      writeJson(
+        res,
+        409,
+        errorResponse(null, INVALID_REQUEST, 'this session already has a GET stream open'),
+      )
+      return
+    }
+    session.attachEventStream(res)
+  }
+
+  async function handleDelete(context: RequestContext): Promise<void> {
+    context.req.resume()
+    const session = findSession(context)
+    if (session === undefined) return
+    await session.end({ reason: 'client_deleted' })
+    writeJson(context.res, 200, undefined)
+  }
+
+  async function closeAll(): Promise<void> {
+    await Promise.allSettled(
+      [...sessions.values()].map((session) => session.end({ reason: 'gateway_closed' })),
+    )
+  }
+
+  return { handle, closeAll, sessionCount: () => sessions.size }
+}
+
+interface RequestContext {
+  req: IncomingMessage
+  res: ServerResponse
+  identity: PeerIdentity
+  config: UpstreamConfig
+  peer: string
+}
+
+function idOf(value: unknown): JsonRpcId | null {
+  const id = (value as { id?: unknown } | null)?.id
+  return typeof id === 'string' || typeof id === 'number' ? id : null
+}
+
+function asError(error: unknown): Error {
+  return error instanceof Error ? error : new Error(String(error))
+}
