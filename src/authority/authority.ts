@@ -126,6 +126,8 @@ export function createAuthority(options: AuthorityOptions): Authority {
   async function renew(identity: PeerIdentity, csrPem: string, peer: string): Promise<JoinResult> {
     const caller = callerFor(identity.spiffeId, identity.claims, identity.serial)
     try {
+      // NOTE: locks are not checked here yet, so a bot, bot instance or serial under a lock can
+      // still renew as long as its Bot manifest exists.
       const botName = renewableBotName(identity, trustDomain)
       const csr = verifyCsr(csrPem)
       checkRequestedId(csr, identity.spiffeId)

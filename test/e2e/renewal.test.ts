@@ -19,11 +19,9 @@ import {
   waitFor,
 } from './harness.js'
 
-// The authority backdates notBefore by 60 s, and the agent renews when a third of the whole
-// validity window is left. A 38 s TTL therefore renews (2 * 38 - 60) / 3 = 5.3 s after issuance.
-// NOTE: a TTL of 30 s or less puts the renewal time before issuance, and the agent renews in a
-// tight loop, so this test stays above that.
-const TTL = '38s'
+// The agent renews when a third of the lifetime, counted from receipt, is left, so a 9 s TTL
+// renews about 6 s after issuance, and again every 6 s while the test runs.
+const TTL = '9s'
 
 let setup: GatewaySetup
 let agent: ChildProcess | undefined
