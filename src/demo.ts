@@ -277,7 +277,7 @@ function fileSink(path: string): (line: string) => void {
     try {
       writeFileSync(path, `${line}\n`, { flag: 'a' })
     } catch {
-      // Logging must never break the demo; the console output still tells what happened.
+      // A failed log write must not stop the demo, because the console output reports every step.
     }
   }
 }

@@ -11,7 +11,7 @@ import type { Store } from './store/store.js'
 /** The trust domain used when the data directory is created without one. */
 export const DEFAULT_TRUST_DOMAIN = 'writ.local'
 
-/** The listener address used when neither a flag nor the data directory names one. */
+/** The listener address used when `--listen` is not given. */
 export const DEFAULT_LISTEN = '127.0.0.1:7443'
 
 /** The services that live in a Writ data directory: store, audit log and certificate authority. */

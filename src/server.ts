@@ -219,8 +219,8 @@ async function listen(
       })
     },
   )
-  // The agent's CA pin check opens a connection only to read the chain and drops it, so failed
-  // handshakes are routine; they are logged at debug level without the already closed peer.
+  // The agent's CA pin check opens a connection only to read the chain and then drops it. Failed
+  // handshakes are therefore routine, so they go to the debug level.
   server.on('tlsClientError', (error) => {
     logger.debug({ error }, 'tls handshake failed')
   })
