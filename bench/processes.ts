@@ -147,7 +147,12 @@ export async function forkAndWait<T extends { type: string }>(
   timeoutMs: number,
   registry: ProcessRegistry,
 ): Promise<{ child: ChildProcess; message: T }> {
-  const child = fork(script, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  const child = fork(script, args, {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    execArgv: process.env.WRIT_BENCH_PROFILE
+      ? ['--cpu-prof', `--cpu-prof-dir=${process.env.WRIT_BENCH_PROFILE}`]
+      : [],
+  })
   registry.add(child)
   const message = await new Promise<T>((resolve, reject) => {
     const timer = setTimeout(() => {

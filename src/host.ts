@@ -5,7 +5,7 @@ import { type CertificateAuthority, loadOrCreateCa } from './authority/ca.js'
 import { type Clock, systemClock } from './clock.js'
 import { WritError } from './errors.js'
 import { type Logger, silentLogger } from './log.js'
-import { openSqliteStore } from './store/sqlite.js'
+import { openSqliteStore, type SynchronousMode } from './store/sqlite.js'
 import type { Store } from './store/store.js'
 
 /** The trust domain used when the data directory is created without one. */
@@ -33,12 +33,22 @@ export interface Host {
  */
 export async function openHost(
   dataDir: string,
-  options: { trustDomain?: string; clock?: Clock; logger?: Logger } = {},
+  options: {
+    trustDomain?: string
+    clock?: Clock
+    logger?: Logger
+    /** Whether every commit waits for the disk; see `SynchronousMode`. */
+    synchronous?: SynchronousMode
+  } = {},
 ): Promise<Host> {
   const clock = options.clock ?? systemClock
   const logger = options.logger ?? silentLogger
   mkdirSync(dataDir, { recursive: true, mode: 0o700 })
-  const store = await openSqliteStore(join(dataDir, 'writ.db'), { logger, clock })
+  const store = await openSqliteStore(join(dataDir, 'writ.db'), {
+    logger,
+    clock,
+    synchronous: options.synchronous ?? 'normal',
+  })
   try {
     const trustDomain = await settleTrustDomain(store, options.trustDomain)
     const ca = await loadOrCreateCa(dataDir, { trustDomain, clock })

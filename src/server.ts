@@ -27,6 +27,8 @@ export interface StartOptions {
   trustDomain?: string
   maxBodyBytes?: number
   logger: Logger
+  /** `full` makes every audit commit wait for the disk (fsync); the default is `normal`. */
+  auditSync?: 'full' | 'normal'
   /** How often the server looks for manifest changes made by other processes, in ms. */
   policyPollMs?: number
 }
@@ -47,7 +49,11 @@ type AuthResult =
 export async function startWrit(options: StartOptions): Promise<RunningWrit> {
   const { hostname, port } = splitHostPort(options.listen)
   const logger = options.logger
-  const host = await openHost(options.dataDir, { trustDomain: options.trustDomain, logger })
+  const host = await openHost(options.dataDir, {
+    trustDomain: options.trustDomain,
+    logger,
+    synchronous: options.auditSync ?? 'normal',
+  })
   try {
     for (const file of options.configFiles ?? []) {
       const applied = await applyManifests(host, readFileSync(file, 'utf8'), file, 'config')

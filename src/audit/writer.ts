@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto'
+import { randomUUID } from 'node:crypto'
 import type { Clock } from '../clock.js'
 import { WritError } from '../errors.js'
 import type { Logger } from '../log.js'
@@ -119,7 +119,10 @@ function chainEvents(batch: PendingEvent[], last: { hash: string; seq: number })
   })
 }
 
-/** Returns a random event id such as `ev_3f9c…` (16 random bytes in hex). */
+/**
+ * Returns a random event id such as `ev_3f9c…`: a version 4 UUID (122 random bits) in hex.
+ * `randomUUID` draws from a cached entropy pool, which is cheaper per event than `randomBytes`.
+ */
 function newEventId(): string {
-  return `ev_${randomBytes(16).toString('hex')}`
+  return `ev_${randomUUID().replaceAll('-', '')}`
 }

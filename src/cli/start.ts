@@ -35,6 +35,12 @@ export const startCommand: Command = {
       value: 'BYTES',
       description: `largest MCP request body accepted (default ${DEFAULT_MAX_BODY_BYTES}, 4 MiB)`,
     },
+    'audit-sync': {
+      type: 'string',
+      value: 'MODE',
+      description:
+        'normal (default): audit commits survive a crash of Writ; full: each commit also waits for the disk, so it survives power loss, at a cost in throughput',
+    },
     'log-level': {
       type: 'string',
       value: 'LEVEL',
@@ -49,6 +55,7 @@ export const startCommand: Command = {
       configFiles: (input.values.config as string[] | undefined) ?? [],
       trustDomain: input.values['trust-domain'] as string | undefined,
       maxBodyBytes: byteOption(input.values['max-body-bytes'], '--max-body-bytes'),
+      auditSync: auditSyncOption(input.values['audit-sync']),
       logger,
     })
     process.stdout.write(
@@ -78,6 +85,12 @@ export function logLevelOption(value: unknown): LogLevel {
   if (value === undefined) return 'info'
   if (value === 'debug' || value === 'info' || value === 'warn' || value === 'error') return value
   throw new UsageError(`invalid --log-level "${String(value)}": use debug, info, warn or error`)
+}
+
+function auditSyncOption(value: unknown): 'full' | 'normal' {
+  if (value === undefined || value === 'normal') return 'normal'
+  if (value === 'full') return 'full'
+  throw new UsageError(`invalid --audit-sync "${String(value)}": use normal or full`)
 }
 
 function byteOption(value: unknown, flag: string): number | undefined {

@@ -44,25 +44,32 @@ interface AuditRow {
  */
 export async function openSqliteStore(
   path: string,
-  options: { logger?: Logger; clock?: Clock } = {},
+  options: { logger?: Logger; clock?: Clock; synchronous?: SynchronousMode } = {},
 ): Promise<Store> {
   const logger = options.logger ?? silentLogger
   const clock = options.clock ?? systemClock
-  const db = openDatabase(path)
+  const db = openDatabase(path, options.synchronous ?? 'normal')
   logger.debug({ path }, 'store opened')
   return createSqliteStore(db, clock, logger)
 }
 
-function openDatabase(path: string): Database.Database {
+/**
+ * How commits reach the disk. Both modes commit an audit event before the call it records is
+ * forwarded, and both survive a crash of the Writ process. `full` also waits for the disk
+ * (fsync) on every commit, so committed events survive power loss; `normal`, the default, syncs
+ * the write-ahead log at checkpoints, so a power loss can drop the last commits but never breaks
+ * the hash chain.
+ */
+export type SynchronousMode = 'full' | 'normal'
+
+function openDatabase(path: string, synchronous: SynchronousMode): Database.Database {
   let db: Database.Database | undefined
   try {
     if (path !== ':memory:') createPrivateFile(path)
     db = new Database(path)
     db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`)
     db.pragma('journal_mode = WAL')
-    // FULL makes each commit durable across power loss, which the audit log promises: a call is
-    // forwarded only after its event is committed.
-    db.pragma('synchronous = FULL')
+    db.pragma(`synchronous = ${synchronous === 'full' ? 'FULL' : 'NORMAL'}`)
     migrate(db)
     return db
   } catch (error) {

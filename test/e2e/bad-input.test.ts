@@ -26,7 +26,13 @@ let setup: GatewaySetup
 let agentTls: Required<ClientTls>
 
 before(async () => {
-  setup = await startGatewaySetup('bad-input', ['--max-body-bytes', String(MAX_BODY_BYTES)])
+  // This server also runs with every audit commit waiting for the disk, the non-default mode.
+  setup = await startGatewaySetup('bad-input', [
+    '--max-body-bytes',
+    String(MAX_BODY_BYTES),
+    '--audit-sync',
+    'full',
+  ])
   agentTls = readIdentity(setup.identity)
 })
 

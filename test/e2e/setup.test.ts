@@ -222,6 +222,18 @@ describe('writ bots add and writ agent', () => {
     assert.match(result.stderr, /role "no-such-role" not found/)
   })
 
+  it('start rejects a bad --audit-sync', async () => {
+    const result = await runWrit([
+      'start',
+      '--data-dir',
+      temporaryDirectory('audit-sync'),
+      '--audit-sync',
+      'sometimes',
+    ])
+    assert.equal(result.code, 2)
+    assert.match(result.stderr, /invalid --audit-sync "sometimes": use normal or full/)
+  })
+
   it('bots add rejects a bad TTL', async () => {
     const result = await writ(
       'bots',
