@@ -5,6 +5,9 @@ import { API_VERSION, type Resource } from './policy/resource.js'
 /** How long a join token made by `writ bots add` stays usable: one hour. */
 export const JOIN_TOKEN_TTL_SECONDS = 3600
 
+/** The start of every join token `writ bots add` makes. */
+export const JOIN_TOKEN_PREFIX = 'writjt_'
+
 /** What `writ bots add` prints: the secret token exists only here, the store keeps its hash. */
 export interface BotEnrollment {
   bot: string
@@ -32,7 +35,9 @@ export async function enrollBot(
     metadata: { name },
     spec: ttl === undefined ? { roles } : { roles, ttl },
   }
-  const token = randomBytes(32).toString('base64url')
+  // The prefix marks the value for secret scanners and keeps a token from ever starting with
+  // `-`, which a command line would read as an option.
+  const token = `${JOIN_TOKEN_PREFIX}${randomBytes(32).toString('base64url')}`
   const tokenHash = createHash('sha256').update(token).digest('hex')
   const expires = new Date(host.clock() + JOIN_TOKEN_TTL_SECONDS * 1000).toISOString()
   const tokenName = `${name}-${tokenHash.slice(0, 8)}`

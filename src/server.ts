@@ -1,19 +1,34 @@
-import { readFileSync } from 'node:fs'
+import { mkdirSync } from 'node:fs'
 import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http'
 import { createServer, type Server } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import type { TLSSocket } from 'node:tls'
+import { taskCallerFields } from './audit/task-caller.js'
 import type { AuditEventInput } from './audit/types.js'
+import {
+  ACCESS_REQUESTS_PATH,
+  createAccessRequestRoutes,
+} from './authority/access-request-routes.js'
+import { createAccessRequestService } from './authority/access-requests.js'
 import { createAuthority } from './authority/authority.js'
+import { serverTlsOptions, watchCa } from './authority/ca-watch.js'
+import { createIdentityJwtMinter } from './authority/identity-jwt.js'
+import { createJwtSvidIssuer, loadOrCreateJwtSvidKey } from './authority/jwt-svid.js'
+import { createJwtSvidRoutes, JWT_BUNDLE_PATH, JWT_SVID_PATH } from './authority/jwt-svid-routes.js'
 import { createAuthorityRoutes } from './authority/routes.js'
+import { createTaskAuthority } from './authority/tasks.js'
+import { createPeopleRoutes, isUserRoute } from './authority/user-routes.js'
+import { createWellKnownRoutes } from './authority/well-known.js'
 import { WritError } from './errors.js'
 import { WRIT_DENIED_CODE } from './gateway/jsonrpc.js'
 import { createMcpHandler } from './gateway/mcp-handler.js'
-import { type Host, openHost } from './host.js'
+import { claimDataDir, type Host, openHost } from './host.js'
 import type { PeerIdentity } from './identity/types.js'
 import { identityFromCertificate } from './identity/verify.js'
+import { LockCache, watchLocks } from './lock-cache.js'
 import type { Logger } from './log.js'
 import { applyManifests } from './manifests.js'
+import { readManifestFile } from './policy/manifest.js'
 import { PolicyCache } from './policy-cache.js'
 
 /** The request body limit for MCP messages when no option sets one: 4 MiB. */
@@ -31,6 +46,10 @@ export interface StartOptions {
   auditSync?: 'full' | 'normal'
   /** How often the server looks for manifest changes made by other processes, in ms. */
   policyPollMs?: number
+  /** How often the server looks for new or removed locks, in ms (default 250). */
+  lockPollMs?: number
+  /** The deepest task delegation allowed (a task of a bot is depth 1); the default is 2. */
+  maxTaskDepth?: number
 }
 
 /** A running Writ server: the bound address and a way to stop it. */
@@ -43,21 +62,38 @@ export interface RunningWrit {
 
 type AuthResult =
   | { ok: true; identity: PeerIdentity }
-  | { ok: false; reason: 'expired' | 'forbidden'; message: string; identity?: PeerIdentity }
+  | {
+      ok: false
+      reason: 'expired' | 'forbidden' | 'locked'
+      message: string
+      identity?: PeerIdentity
+      /** The lock that refused the request, recorded in the audit event. */
+      lockId?: string
+    }
 
 /** Starts the authority API and the MCP gateway on one HTTPS port with client certificates. */
 export async function startWrit(options: StartOptions): Promise<RunningWrit> {
   const { hostname, port } = splitHostPort(options.listen)
   const logger = options.logger
-  const host = await openHost(options.dataDir, {
-    trustDomain: options.trustDomain,
-    logger,
-    synchronous: options.auditSync ?? 'normal',
-  })
+  // Config files are read first, so a missing file fails before anything is created.
+  const configs = (options.configFiles ?? []).map((file) => readManifestFile(file))
+  mkdirSync(options.dataDir, { recursive: true, mode: 0o700 })
+  const release = claimDataDir(options.dataDir)
+  let host: Host
   try {
-    for (const file of options.configFiles ?? []) {
-      const applied = await applyManifests(host, readFileSync(file, 'utf8'), file, 'config')
-      logger.info({ file, count: applied.length }, 'applied config manifests')
+    host = await openHost(options.dataDir, {
+      trustDomain: options.trustDomain,
+      logger,
+      synchronous: options.auditSync ?? 'normal',
+    })
+  } catch (error) {
+    release()
+    throw error
+  }
+  try {
+    for (const config of configs) {
+      const applied = await applyManifests(host, config.text, config.source, 'config')
+      logger.info({ file: config.source, count: applied.length }, 'applied config manifests')
     }
     const policy = new PolicyCache(host.store, logger)
     await policy.refresh()
@@ -76,11 +112,13 @@ export async function startWrit(options: StartOptions): Promise<RunningWrit> {
         clearInterval(timer)
         await server.shutdown()
         await host.close()
+        release()
         logger.info({ address }, 'writ stopped')
       },
     }
   } catch (error) {
     await host.close()
+    release()
     throw error
   }
 }
@@ -102,7 +140,43 @@ async function listen(
     logger,
     trustDomain: host.trustDomain,
   })
-  const authorityRoutes = createAuthorityRoutes(authority, logger)
+  const tasks = createTaskAuthority({
+    ca: host.ca,
+    store: host.store,
+    audit: host.audit,
+    clock: host.clock,
+    logger,
+    ...(options.maxTaskDepth === undefined ? {} : { maxDepth: options.maxTaskDepth }),
+    roleMaxTtlSeconds: (roles) => policy.current().maxTtlSeconds(roles),
+  })
+  const authorityRoutes = createAuthorityRoutes(authority, logger, tasks)
+  const accessRequestRoutes = createAccessRequestRoutes(
+    createAccessRequestService({
+      ca: host.ca,
+      store: host.store,
+      audit: host.audit,
+      clock: host.clock,
+      logger,
+    }),
+    logger,
+  )
+  const peopleRoutes = createPeopleRoutes({
+    ca: host.ca,
+    store: host.store,
+    audit: host.audit,
+    clock: host.clock,
+    logger,
+  })
+  const jwtKey = await loadOrCreateJwtSvidKey(host.dataDir)
+  const wellKnown = createWellKnownRoutes({ ca: host.ca, jwtKey })
+  const jwtSvidRoutes = createJwtSvidRoutes({
+    issuer: createJwtSvidIssuer({
+      key: jwtKey,
+      clock: host.clock,
+    }),
+    audit: host.audit,
+    logger,
+  })
   const mcp = createMcpHandler({
     getServer: (name) => policy.upstream(name),
     decideServer: (identity, server) => policy.current().decideServer(identity.claims, server),
@@ -112,8 +186,53 @@ async function listen(
     logger,
     clock: host.clock,
     limits: { maxBodyBytes: options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES },
+    mintIdentityJwt: createIdentityJwtMinter({
+      key: jwtKey,
+      trustDomain: host.trustDomain,
+      clock: host.clock,
+    }),
   })
+  const locks = new LockCache(host.store, host.clock, logger)
+  await locks.refresh()
   const identities = new WeakMap<TLSSocket, PeerIdentity>()
+
+  /** Refuses a verified caller that a lock covers; certificate checks come first. */
+  function checkLock(auth: AuthResult): AuthResult {
+    if (!auth.ok) return auth
+    const refusal = locks.check(auth.identity)
+    if (refusal === undefined) return auth
+    return {
+      ok: false,
+      reason: 'locked',
+      message: refusal.message,
+      identity: auth.identity,
+      ...(refusal.lock === undefined ? {} : { lockId: refusal.lock.id }),
+    }
+  }
+
+  /**
+   * Responds 403 with `<area>.locked` when a lock covers the caller of a non-MCP route, so a
+   * locked identity gets no task certificate, JWT-SVID or access request. Returns true if so.
+   */
+  async function refuseLockedPeer(
+    req: IncomingMessage,
+    res: ServerResponse,
+    identity: PeerIdentity | undefined,
+    area: string,
+  ): Promise<boolean> {
+    if (identity === undefined) return false
+    const auth = checkLock({ ok: true, identity })
+    if (auth.ok) return false
+    const recorded = await recordRefusal(req, auth)
+    req.resume()
+    sendJson(
+      res,
+      403,
+      { error: { code: `${area}.locked`, message: auth.message, requestId: recorded.id } },
+      { connection: 'close' },
+    )
+    return true
+  }
 
   function authenticate(req: IncomingMessage): AuthResult {
     const socket = req.socket as TLSSocket
@@ -152,23 +271,32 @@ async function listen(
     return checkExpiry(identity, host.clock())
   }
 
-  async function refuse(
-    req: IncomingMessage,
-    res: ServerResponse,
-    auth: AuthResult & { ok: false },
-  ) {
+  async function recordRefusal(req: IncomingMessage, auth: AuthResult & { ok: false }) {
     const peer = remoteAddress(req)
     const event: AuditEventInput = {
       type: 'auth.refused',
       outcome: 'denied',
       reason: auth.reason,
       peer,
-      details: { message: auth.message, path: req.url },
+      details: {
+        message: auth.message,
+        path: req.url,
+        ...(auth.lockId === undefined ? {} : { lockId: auth.lockId }),
+      },
     }
     if (auth.identity) event.caller = callerOf(auth.identity)
     const recorded = await host.audit.record(event)
     logger.info({ peer, reason: auth.reason, detail: auth.message }, 'request refused')
-    sendJson(res, 401, {
+    return recorded
+  }
+
+  async function refuse(
+    req: IncomingMessage,
+    res: ServerResponse,
+    auth: AuthResult & { ok: false },
+  ) {
+    const recorded = await recordRefusal(req, auth)
+    sendJson(res, auth.reason === 'locked' ? 403 : 401, {
       jsonrpc: '2.0',
       id: null,
       error: {
@@ -183,8 +311,12 @@ async function listen(
     const url = new URL(req.url ?? '/', 'https://writ.invalid')
     const path = url.pathname
     if (path === '/healthz') return sendJson(res, 200, { status: 'ok' })
-    if (path === '/v1/join' || path === '/v1/renew') {
+    if (path === '/v1/join' || path === '/v1/renew' || path === '/v1/task') {
       const auth = authenticate(req)
+      // Renewal checks locks itself, against the store, so it can name them in its own errors.
+      if (path === '/v1/task' && auth.ok) {
+        if (await refuseLockedPeer(req, res, auth.identity, 'task')) return
+      }
       await authorityRoutes.handle(
         req,
         res,
@@ -193,26 +325,38 @@ async function listen(
       )
       return
     }
+    // Enrollment, login and single sign-on are how people get a certificate, so none needs one.
+    if (isUserRoute(path)) return peopleRoutes.handle(req, res)
+    if (path === JWT_SVID_PATH || path === JWT_BUNDLE_PATH) {
+      const auth = authenticate(req)
+      const peer = auth.ok ? auth.identity : undefined
+      if (path === JWT_SVID_PATH && (await refuseLockedPeer(req, res, peer, 'jwt_svid'))) return
+      return jwtSvidRoutes.handle(req, res, peer, remoteAddress(req))
+    }
+    if (path === ACCESS_REQUESTS_PATH || path.startsWith(`${ACCESS_REQUESTS_PATH}/`)) {
+      const auth = authenticate(req)
+      const peer = auth.ok ? auth.identity : undefined
+      if (await refuseLockedPeer(req, res, peer, 'access')) return
+      return accessRequestRoutes.handle(req, res, peer, remoteAddress(req))
+    }
     const mcpMatch = /^\/mcp\/([a-z0-9-]+)\/?$/.exec(path)
     if (mcpMatch || path === '/v1/mcp/servers') {
-      const auth = authenticate(req)
+      const auth = checkLock(authenticate(req))
       if (!auth.ok) return refuse(req, res, auth)
       if (mcpMatch) {
         return mcp.handle(req, res, auth.identity, mcpMatch[1] as string, remoteAddress(req))
       }
       return sendJson(res, 200, { servers: policy.serversFor(auth.identity) })
     }
+    if (wellKnown.matches(path)) return wellKnown.handle(req, res, path)
     sendJson(res, 404, { error: { code: 'http.not_found', message: `no route for ${path}` } })
   }
 
   const server = createServer(
     {
-      key: tls.keyPem,
-      cert: `${tls.certPem.trim()}\n${host.ca.certPem.trim()}\n`,
-      ca: host.ca.bundlePem,
+      ...serverTlsOptions(host.ca, tls),
       requestCert: true,
       rejectUnauthorized: false,
-      minVersion: 'TLSv1.2',
     },
     (req, res) => {
       route(req, res).catch((error: unknown) => {
@@ -237,8 +381,25 @@ async function listen(
       resolve()
     })
   })
+  const stopWatchingLocks = watchLocks({
+    cache: locks,
+    mcp,
+    logger,
+    ...(options.lockPollMs === undefined ? {} : { intervalMs: options.lockPollMs }),
+  })
+  // `writ ca rotate` changes the CA state from another process; the watcher swaps the TLS context.
+  const caWatcher = watchCa({
+    host,
+    server,
+    hostnames: [hostname],
+    current: tls,
+    logger,
+    ...(options.policyPollMs === undefined ? {} : { intervalMs: options.policyPollMs }),
+  })
   return Object.assign(server, {
     async shutdown() {
+      caWatcher.stop()
+      stopWatchingLocks()
       await mcp.closeAll()
       server.closeAllConnections()
       await new Promise<void>((resolve) => server.close(() => resolve()))
@@ -267,6 +428,7 @@ export function callerOf(identity: PeerIdentity): NonNullable<AuditEventInput['c
     serial: identity.serial,
   }
   if (identity.claims.task) caller.task = identity.claims.task.id
+  Object.assign(caller, taskCallerFields(identity.spiffeId, identity.claims))
   return caller
 }
 
@@ -275,9 +437,15 @@ function remoteAddress(req: IncomingMessage): string {
   return `${formatHost(socket.remoteAddress ?? 'unknown')}:${socket.remotePort ?? 0}`
 }
 
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
+function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
   const text = JSON.stringify(body)
   res.writeHead(status, STATUS_CODES[status] ?? '', {
+    ...headers,
     'content-type': 'application/json',
     'content-length': Buffer.byteLength(text),
   })

@@ -1,5 +1,6 @@
 import { type Clock, systemClock } from '../clock.js'
-import { WritError } from '../errors.js'
+import { isWritError, WritError } from '../errors.js'
+import { DEFAULT_SERVICE_ACCOUNT_TOKEN_PATH, readServiceAccountToken } from '../kube/token-file.js'
 import { type Logger, silentLogger } from '../log.js'
 import { isTransientAgentError } from './agent-errors.js'
 import { parseCaPin } from './ca-pin.js'
@@ -27,6 +28,13 @@ export interface AgentOptions {
   server: string
   /** One-time join token; without it the agent resumes the identity already in `dest`. */
   token?: string
+  /**
+   * `token` (the default) joins with the one-time `token`. `kubernetes` joins with the
+   * service-account token in `tokenPath`, and `token` names the Kubernetes JoinToken.
+   */
+  joinMethod?: 'token' | 'kubernetes'
+  /** The projected service-account token file, read again for each join (`kubernetes` only). */
+  tokenPath?: string
   /** `sha256:<hex>` CA pin, required with `token`. */
   caPin?: string
   /** Directory for `svid.pem`, `svid_key.pem` and `bundle.pem`. */
@@ -66,6 +74,8 @@ interface AgentContext {
   random: () => number
   backoff: BackoffPolicy
   timeoutMs: number
+  /** Set for Kubernetes joins: the token file to read before each join attempt. */
+  serviceAccountTokenPath?: string
 }
 
 /**
@@ -108,7 +118,7 @@ async function runStages(context: AgentContext, options: AgentOptions): Promise<
       'renewal scheduled',
     )
     if (!(await waitUntil(context, renewAt))) break
-    const next = await renewWithRetry(context, identity)
+    const next = await renewOrRejoin(context, identity, options)
     if (!next) break
     identity = next
     receivedAt = context.clock()
@@ -118,7 +128,18 @@ async function runStages(context: AgentContext, options: AgentOptions): Promise<
 
 function createContext(options: AgentOptions): AgentContext {
   if (!options.dest) throw new TypeError('runAgent needs a destination directory in dest')
+  if (options.joinMethod === 'kubernetes' && !options.token) {
+    throw new WritError(
+      'agent.join_token_required',
+      'a Kubernetes join needs the name of the JoinToken with method: kubernetes in --token',
+    )
+  }
+  const kubernetes =
+    options.joinMethod === 'kubernetes'
+      ? { serviceAccountTokenPath: options.tokenPath ?? DEFAULT_SERVICE_ACCOUNT_TOKEN_PATH }
+      : {}
   return {
+    ...kubernetes,
     address: parseServerAddress(options.server),
     dest: options.dest,
     oneshot: options.oneshot ?? false,
@@ -146,10 +167,14 @@ async function join(
   }
   const caPin = parseCaPin(caPinText)
   const keys = await generateAgentKeys()
-  context.logger.info({ server: context.address.text, caPin }, 'joining')
-  const identity = await withRetry(context, 'join', undefined, () =>
-    joinWithToken({ ...requestOptions(context), token, caPin, keys }),
-  )
+  const tokenPath = context.serviceAccountTokenPath
+  context.logger.info({ server: context.address.text, caPin, tokenPath }, 'joining')
+  const identity = await withRetry(context, 'join', undefined, async () => {
+    // The kubelet replaces the token file before the token expires, so every attempt reads it.
+    const serviceAccountToken =
+      tokenPath === undefined ? undefined : await readServiceAccountToken(tokenPath)
+    return joinWithToken({ ...requestOptions(context), token, serviceAccountToken, caPin, keys })
+  })
   if (identity) await store(context, identity, 'joined')
   return identity
 }
@@ -184,6 +209,30 @@ async function renewWithRetry(
   )
   if (next) await store(context, next, 'renewed')
   return next
+}
+
+/**
+ * Renews the identity. An agent that joined with a service-account token joins again, with a
+ * fresh read of the token file, when the certificate expired before a renewal got through (for
+ * example after a long outage); any other agent then stops with `agent.identity_expired`.
+ */
+async function renewOrRejoin(
+  context: AgentContext,
+  current: IssuedIdentity,
+  options: AgentOptions,
+): Promise<IssuedIdentity | undefined> {
+  try {
+    return await renewWithRetry(context, current)
+  } catch (error) {
+    const expired =
+      isWritError(error, 'agent.identity_expired') || isWritError(error, 'renew.unauthenticated')
+    if (context.serviceAccountTokenPath === undefined || !expired || !options.token) throw error
+    context.logger.warn(
+      { ...describe(current), error },
+      'certificate expired before renewal, joining again with the service account token',
+    )
+    return join(context, options.token, options.caPin)
+  }
 }
 
 /**

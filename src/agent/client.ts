@@ -25,7 +25,10 @@ const JOIN_CSR_COMMON_NAME = 'writ-agent'
 export interface JoinOptions {
   /** `HOST:PORT` or an address from `parseServerAddress`. */
   server: string | ServerAddress
+  /** The one-time token, or with `serviceAccountToken` the name of a Kubernetes JoinToken. */
   token: string
+  /** A Kubernetes service-account token (JWT); when set, the join uses `method: kubernetes`. */
+  serviceAccountToken?: string
   /** `sha256:<hex>` of the CA's SubjectPublicKeyInfo, any letter case. */
   caPin: string
   keys: AgentKeys
@@ -67,7 +70,14 @@ export async function joinWithToken(options: JoinOptions): Promise<IssuedIdentit
   const body = await postJson(
     address,
     '/v1/join',
-    { token: options.token, csr },
+    options.serviceAccountToken === undefined
+      ? { token: options.token, csr }
+      : {
+          method: 'kubernetes',
+          token: options.token,
+          serviceAccountToken: options.serviceAccountToken,
+          csr,
+        },
     { ca: pinned.caPem },
     timeoutMs,
     options.signal,

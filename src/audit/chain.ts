@@ -21,3 +21,9 @@ export function hashEvent(event: Omit<AuditEvent, 'hash'> & { hash?: string }): 
     .digest('hex')
   return `sha256:${digest}`
 }
+
+/**
+ * The store metadata key that holds `{ seq, hash }` of the newest audit event, written in the
+ * same transaction as the event, so verification detects events deleted from the end of the log.
+ */
+export const AUDIT_HEAD_META_KEY = 'audit_head'

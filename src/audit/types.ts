@@ -9,6 +9,17 @@ export type AuditEventType =
   | 'mcp.request'
   | 'resource.apply'
   | 'resource.delete'
+  | 'lock.create'
+  | 'lock.remove'
+  | 'request.create'
+  | 'request.approve'
+  | 'request.deny'
+  | 'request.assume'
+  | 'jwt_svid.issue'
+  | 'task.issue'
+  | 'user.enroll'
+  | 'login'
+  | 'ca.rotate'
 
 export type AuditOutcome = 'success' | 'denied' | 'error'
 
@@ -18,7 +29,14 @@ export interface AuditCaller {
   kind: string
   roles: string[]
   serial: string
+  /** Task certificates only: the task id. */
   task?: string
+  /** Task certificates only: the reason stated when the task was issued. */
+  taskReason?: string
+  /** Task certificates only: the serial of the certificate the task was issued under. */
+  parentSerial?: string
+  /** Task certificates only: the SPIFFE ID of the certificate the task was issued under. */
+  parentSpiffeId?: string
 }
 
 /** What a service hands to the audit writer; the writer adds id, sequence, time and hashes. */

@@ -1,6 +1,6 @@
 import { isWritError } from '../errors.js'
 import type { Store } from '../store/store.js'
-import { GENESIS_HASH, hashEvent } from './chain.js'
+import { AUDIT_HEAD_META_KEY, GENESIS_HASH, hashEvent } from './chain.js'
 
 export type AuditVerification =
   | { ok: true; count: number }
@@ -9,8 +9,9 @@ export type AuditVerification =
 /**
  * Walks the audit log in sequence order and checks that sequence numbers have no gaps, that each
  * `prevHash` equals the previous event's `hash` (the genesis hash for the first event), and that
- * each stored hash matches its recomputation. Returns the first broken event; `count` is the
- * number of events that passed before it.
+ * each stored hash matches its recomputation, then that the last event is the head recorded with
+ * the newest commit, so events deleted from the end are found too. Returns the first broken
+ * event; `count` is the number of events that passed before it.
  */
 export async function verifyAuditChain(store: Store): Promise<AuditVerification> {
   const progress = { count: 0 }
@@ -30,6 +31,7 @@ export async function verifyAuditChain(store: Store): Promise<AuditVerification>
 }
 
 async function walkChain(store: Store, progress: { count: number }): Promise<AuditVerification> {
+  const head = parseHead(await store.getMeta(AUDIT_HEAD_META_KEY))
   let expectedSeq = 1
   let expectedPrevHash = GENESIS_HASH
   for await (const event of store.scanAudit()) {
@@ -55,5 +57,32 @@ async function walkChain(store: Store, progress: { count: number }): Promise<Aud
     expectedSeq += 1
     expectedPrevHash = event.hash
   }
+  const lastSeq = expectedSeq - 1
+  if (head !== undefined && (head.seq !== lastSeq || head.hash !== expectedPrevHash)) {
+    return {
+      ok: false,
+      count: progress.count,
+      seq: head.seq,
+      id: 'unknown',
+      reason:
+        head.seq > lastSeq
+          ? `events ${lastSeq + 1} to ${head.seq} were removed from the end of the log`
+          : `the log ends at event ${lastSeq}, not at the recorded head ${head.seq}`,
+    }
+  }
   return { ok: true, count: progress.count }
+}
+
+/** Reads the recorded head; a log written before heads were recorded has none. */
+function parseHead(value: string | undefined): { seq: number; hash: string } | undefined {
+  if (value === undefined) return undefined
+  try {
+    const head = JSON.parse(value) as { seq?: unknown; hash?: unknown }
+    if (typeof head.seq === 'number' && typeof head.hash === 'string') {
+      return { seq: head.seq, hash: head.hash }
+    }
+  } catch {
+    // Reported below as an unreadable head.
+  }
+  return { seq: -1, hash: 'unreadable' }
 }

@@ -1,15 +1,31 @@
 import { createHash, randomUUID } from 'node:crypto'
+import { taskCallerFields } from '../audit/task-caller.js'
 import type { AuditCaller, AuditEventInput } from '../audit/types.js'
 import type { Clock } from '../clock.js'
 import { WritError } from '../errors.js'
 import { type VerifiedCsr, verifyCsr } from '../identity/csr.js'
 import { SpiffeId } from '../identity/spiffe-id.js'
 import type { PeerIdentity, WritClaims } from '../identity/types.js'
+import {
+  createKubernetesJoin,
+  type KubernetesJoin,
+  kubernetesRejectionDetails,
+} from '../kube/kubernetes-join.js'
 import { parseDuration } from '../lib/duration.js'
 import type { Logger } from '../log.js'
 import type { Resource } from '../policy/resource.js'
 import type { Store } from '../store/store.js'
 import type { CertificateAuthority, IssuedCertificate } from './ca.js'
+import { type RenewalSource, recordRenewalOrLock } from './generation.js'
+import { requireUnlocked } from './lock-service.js'
+import { subjectOf } from './locks.js'
+
+/**
+ * The longest bot certificate issued, whatever the Bot manifest and roles say: 24 hours. Bot
+ * certificates are meant to be renewed, and a lock stops a certificate only at Writ itself:
+ * a service that trusts the CA directly accepts it until it expires.
+ */
+export const MAX_BOT_TTL_SECONDS = 24 * 3600
 
 /** The lifetime of a bot certificate when the Bot manifest sets no `spec.ttl`: one hour. */
 export const DEFAULT_BOT_TTL_SECONDS = 3600
@@ -35,6 +51,8 @@ export interface AuthorityOptions {
   clock: Clock
   logger: Logger
   trustDomain: string
+  /** Verifies `method: kubernetes` joins; one is created from the other options when unset. */
+  kubernetes?: KubernetesJoin
 }
 
 /** An issued X.509-SVID as the join and renew routes return it. */
@@ -48,8 +66,15 @@ export interface JoinResult {
 }
 
 export interface JoinRequest {
+  /**
+   * `token` (the default) joins with a one-time secret. `kubernetes` joins with a service-account
+   * token, and `token` is then the name of a JoinToken with `method: kubernetes`.
+   */
+  method?: 'token' | 'kubernetes'
   /** The one-time join token as the operator received it; only its SHA-256 is looked up. */
   token: string
+  /** The projected service-account token (a JWT), with `method: kubernetes` only. */
+  serviceAccountToken?: string
   csrPem: string
 }
 
@@ -77,14 +102,30 @@ interface BotGrant {
 export function createAuthority(options: AuthorityOptions): Authority {
   const { ca, store, audit, clock, logger } = options
   const trustDomain = SpiffeId.parse(`spiffe://${options.trustDomain}`).trustDomain
+  const kubernetes =
+    options.kubernetes ??
+    createKubernetesJoin({ store, clock, logger, defaultAudience: trustDomain })
+
+  /** Checks the join credential and returns the JoinToken it used, plus audit details. */
+  async function admit(
+    request: JoinRequest,
+  ): Promise<{ token: Resource; details: Record<string, unknown> }> {
+    if (request.method !== 'kubernetes') {
+      return { token: await consumeToken(store, request.token, clock()), details: {} }
+    }
+    return kubernetes.admit(request.token, request.serviceAccountToken ?? '')
+  }
 
   async function join(request: JoinRequest, peer: string): Promise<JoinResult> {
     let tokenName: string | undefined
     try {
       const csr = verifyCsr(request.csrPem)
-      const token = await consumeToken(store, request.token, clock())
+      const { token, details: admission } = await admit(request)
       tokenName = token.metadata.name
       const grant = await readBotGrant(store, 'join', botNameOf(token))
+      // The token is already used up, so a locked token cannot be tried again after an unlock.
+      const subject = { token: tokenName, bot: grant.name, roles: grant.roles }
+      await requireUnlocked(store, subject, clock(), 'join', 'join refused')
       const spiffeId = SpiffeId.fromParts(trustDomain, ['bot', grant.name])
       const claims: WritClaims = {
         version: 1,
@@ -98,7 +139,12 @@ export function createAuthority(options: AuthorityOptions): Authority {
       }
       const issued = await issue(spiffeId, grant, csr, claims)
       const caller = callerFor(spiffeId.toString(), claims, issued.serial)
-      const details = { token: tokenName, bot: grant.name, botInstance: claims.botInstance }
+      const details = {
+        token: tokenName,
+        bot: grant.name,
+        botInstance: claims.botInstance,
+        ...admission,
+      }
       // Recorded together so the audit writer commits both events in one transaction.
       await Promise.all([
         audit.record({ type: 'join', outcome: 'success', caller, peer, details }),
@@ -118,7 +164,8 @@ export function createAuthority(options: AuthorityOptions): Authority {
     } catch (error) {
       // A rejected token is named in the error's fields, because it was never returned.
       const named = tokenName ?? (error instanceof WritError ? error.fields.token : undefined)
-      const details = typeof named === 'string' ? { token: named } : {}
+      const details: Record<string, unknown> = typeof named === 'string' ? { token: named } : {}
+      if (request.method === 'kubernetes') Object.assign(details, kubernetesRejectionDetails(error))
       throw await recordRejection(error, { type: 'join', outcome: 'denied', peer, details })
     }
   }
@@ -126,9 +173,8 @@ export function createAuthority(options: AuthorityOptions): Authority {
   async function renew(identity: PeerIdentity, csrPem: string, peer: string): Promise<JoinResult> {
     const caller = callerFor(identity.spiffeId, identity.claims, identity.serial)
     try {
-      // NOTE: locks are not checked here yet, so a bot, bot instance or serial under a lock can
-      // still renew as long as its Bot manifest exists.
       const botName = renewableBotName(identity, trustDomain)
+      await requireUnlocked(store, subjectOf(identity), clock(), 'renew', 'renewal refused')
       const csr = verifyCsr(csrPem)
       checkRequestedId(csr, identity.spiffeId)
       const grant = await readBotGrant(store, 'renew', botName)
@@ -145,7 +191,8 @@ export function createAuthority(options: AuthorityOptions): Authority {
       if (identity.claims.botInstance !== undefined) {
         claims.botInstance = identity.claims.botInstance
       }
-      const issued = await issue(spiffeId, grant, csr, claims)
+      const source = { presentedGeneration: identity.claims.generation, caller, peer }
+      const issued = await issue(spiffeId, grant, csr, claims, source)
       await audit.record({
         type: 'certificate.renew',
         outcome: 'success',
@@ -173,6 +220,7 @@ export function createAuthority(options: AuthorityOptions): Authority {
     grant: BotGrant,
     csr: VerifiedCsr,
     claims: WritClaims,
+    renewal?: RenewalSource,
   ): Promise<IssuedCertificate> {
     const issued = await ca.issue({
       csr,
@@ -190,7 +238,13 @@ export function createAuthority(options: AuthorityOptions): Authority {
       generation: claims.generation,
       ...(claims.botInstance === undefined ? {} : { botInstance: claims.botInstance }),
     }
-    await store.recordCertificate(record)
+    if (renewal !== undefined && claims.botInstance !== undefined) {
+      // A stale generation throws before the certificate is returned, so it is never used.
+      const renewed = { ...record, botInstance: claims.botInstance }
+      await recordRenewalOrLock({ store, audit, clock }, renewed, renewal)
+    } else {
+      await store.recordCertificate(record)
+    }
     return issued
   }
 
@@ -200,7 +254,14 @@ export function createAuthority(options: AuthorityOptions): Authority {
    */
   async function recordRejection(error: unknown, event: AuditEventInput): Promise<unknown> {
     if (!(error instanceof WritError)) return error
-    const recorded = await audit.record({ ...event, reason: auditReason(error.code) })
+    // A refusal by a lock names it, so the audit log links the refusal to the lock.
+    const lockId = error.fields.lockId
+    const details = typeof lockId === 'string' ? { ...event.details, lockId } : event.details
+    const recorded = await audit.record({
+      ...event,
+      reason: auditReason(error.code),
+      ...(details === undefined ? {} : { details }),
+    })
     logger.info(
       { code: error.code, reason: error.message, peer: event.peer, audit_id: recorded.id },
       `${event.type} rejected`,
@@ -276,7 +337,7 @@ async function readBotGrant(store: Store, area: 'join' | 'renew', name: string):
       ttlSeconds = Math.min(ttlSeconds, parseDuration(maxTtl, `maxTtl of role "${roleName}"`))
     }
   }
-  return { name, roles: [...roles], ttlSeconds }
+  return { name, roles: [...roles], ttlSeconds: Math.min(ttlSeconds, MAX_BOT_TTL_SECONDS) }
 }
 
 /**
@@ -324,6 +385,7 @@ function checkRequestedId(csr: VerifiedCsr, spiffeId: string): void {
 function callerFor(spiffeId: string, claims: WritClaims, serial: string): AuditCaller {
   const caller: AuditCaller = { spiffeId, kind: claims.kind, roles: claims.roles, serial }
   if (claims.task) caller.task = claims.task.id
+  Object.assign(caller, taskCallerFields(spiffeId, claims))
   return caller
 }
 

@@ -1,11 +1,5 @@
-import {
-  createPrivateKey,
-  generateKeyPairSync,
-  type KeyObject,
-  randomBytes,
-  X509Certificate,
-} from 'node:crypto'
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { createPrivateKey, generateKeyPairSync, type KeyObject, X509Certificate } from 'node:crypto'
+import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { AsnConvert } from '@peculiar/asn1-schema'
 import {
@@ -18,12 +12,22 @@ import {
 import { type Clock, systemClock } from '../clock.js'
 import { WritError } from '../errors.js'
 import { type VerifiedCsr, verifyCsr } from '../identity/csr.js'
-import { readP256PrivateKey } from '../identity/keys.js'
 import { commonNameOnly } from '../identity/name.js'
 import { derToPem, pemToDer } from '../identity/pem.js'
 import { caPin } from '../identity/pin.js'
 import { SpiffeId } from '../identity/spiffe-id.js'
 import type { WritClaims } from '../identity/types.js'
+import {
+  type CaMaterial,
+  CLOCK_SKEW_MS,
+  caFileNames,
+  checkCaTrustDomain,
+  createCaFiles,
+  newSerial,
+  readCaFiles,
+  writePrivateFile,
+} from './ca-files.js'
+import { CA_STATE_META_KEY, type CaState, parseCaState } from './ca-state.js'
 import { signCertificate } from './certificate-builder.js'
 import {
   authorityKeyIdentifierExtension,
@@ -37,8 +41,7 @@ import {
   subjectKeyIdentifierExtension,
 } from './extensions.js'
 
-/** How long a new CA certificate is valid when `validityDays` is not set: ten years. */
-export const DEFAULT_CA_VALIDITY_DAYS = 3650
+export { CLOCK_SKEW_MS, DEFAULT_CA_VALIDITY_DAYS } from './ca-files.js'
 
 /** How long the gateway's own server certificate is valid: 90 days. */
 export const SERVER_CERT_VALIDITY_DAYS = 90
@@ -46,18 +49,15 @@ export const SERVER_CERT_VALIDITY_DAYS = 90
 /** A server certificate with less than this left is reissued at start-up: 7 days. */
 export const SERVER_CERT_RENEW_BEFORE_MS = 7 * 86_400_000
 
-/**
- * How far before the issuing moment `notBefore` is set: 60 seconds, so that a peer whose clock
- * runs slightly behind the authority's still accepts a certificate issued a moment ago.
- */
-export const CLOCK_SKEW_MS = 60_000
-
 const DAY_MS = 86_400_000
-const CA_CERT_FILE = 'ca.pem'
-const CA_KEY_FILE = 'ca_key.pem'
 const SERVER_CERT_FILE = 'server.pem'
 const SERVER_KEY_FILE = 'server_key.pem'
 const ALWAYS_SERVED_HOSTS = ['localhost', '127.0.0.1', '::1']
+
+/** The part of the store the CA reads its rotation state from. */
+export interface CaStateStore {
+  getMeta(key: string): Promise<string | undefined>
+}
 
 /** Options for `loadOrCreateCa`. */
 export interface CaOptions {
@@ -65,6 +65,11 @@ export interface CaOptions {
   clock?: Clock
   /** The lifetime of a newly created CA certificate, in days. */
   validityDays?: number
+  /**
+   * The store whose meta table contains the rotation state. Without it the data directory's
+   * first CA is the only one, and `refresh` never changes anything.
+   */
+  stateStore?: CaStateStore
 }
 
 /** A request to sign a leaf certificate. `csrPem` or an already verified `csr` is required. */
@@ -97,31 +102,73 @@ export interface ServerCertificate {
   notAfter: Date
 }
 
-/** The certificate authority of one data directory. */
+/** One CA certificate in the trust bundle. */
+export interface TrustedCa {
+  generation: number
+  certPem: string
+  /** `sha256:<hex>` of the CA certificate's SubjectPublicKeyInfo. */
+  pin: string
+  notAfter: Date
+  /** Whether this CA signs new certificates. */
+  signing: boolean
+}
+
+/**
+ * The certificate authority of one data directory. The properties describe the state at the
+ * last `refresh` (or issuance), because a `writ ca rotate` in another process can change it.
+ */
 export interface CertificateAuthority {
   readonly trustDomain: string
   /** `spiffe://<trust domain>`, the CA's own ID, with no path. */
   readonly spiffeId: SpiffeId
+  /** The certificate of the CA that signs new certificates. */
   readonly certPem: string
-  /** Every CA certificate that peers should trust, as concatenated PEM blocks. */
+  /** Every CA certificate that peers should trust, as concatenated PEM blocks, oldest first. */
   readonly bundlePem: string
-  /** `sha256:<hex>` of the CA certificate's SubjectPublicKeyInfo. */
+  /** `sha256:<hex>` of the signing CA certificate's SubjectPublicKeyInfo. */
   readonly pin: string
+  /** The signing CA certificate's expiry. */
   readonly notAfter: Date
-  /** Signs a leaf X.509-SVID with the Writ profile; throws `csr.invalid` for a bad CSR. */
+  /** Every CA in the trust bundle, oldest first. */
+  readonly trusted: readonly TrustedCa[]
+  /** The rotation state: bundle sequence, signing generation and phase. */
+  readonly state: Readonly<CaState>
+  /**
+   * Signs a leaf X.509-SVID with the Writ profile, with the CA that signs at this moment;
+   * throws `csr.invalid` for a bad CSR.
+   */
   issue(request: IssueRequest): Promise<IssuedCertificate>
-  /** Returns the gateway's server certificate, reissuing it when missing, stale or incomplete. */
+  /**
+   * Returns the gateway's server certificate, reissuing it when missing, stale, incomplete or
+   * signed by a CA other than the signing one.
+   */
   serverCertificate(hosts: string[]): Promise<ServerCertificate>
+  /** Re-reads the rotation state; resolves true when the trusted or signing CA changed. */
+  refresh(): Promise<boolean>
 }
 
-interface CaMaterial {
-  certPem: string
+/** The CA files and state as loaded at one moment; replaced whole when the state changes. */
+interface CaView {
+  raw: string | undefined
+  state: CaState
+  trusted: TrustedCa[]
+  bundlePem: string
+  signer: LeafSigner
+  signingCa: TrustedCa
+  signingX509: X509Certificate
+}
+
+interface LeafSigner {
   key: KeyObject
+  issuer: Name
+  caKeyId: Buffer
+  caNotAfter: Date
 }
 
 /**
- * Loads the CA from `ca.pem` and `ca_key.pem` in `dataDir`, creating the directory (mode 0700)
- * and a new self-signed ECDSA P-256 CA (key file mode 0600) on first use.
+ * Loads the CA from the data directory, creating the directory (mode 0700) and a new self-signed
+ * ECDSA P-256 CA (`ca.pem`, key file `ca_key.pem` with mode 0600) on first use. With a
+ * `stateStore` it follows the rotation state, so several CAs may be trusted at once.
  *
  * @example
  *   const ca = await loadOrCreateCa('./writ-data', { trustDomain: 'writ.local' })
@@ -133,47 +180,115 @@ export async function loadOrCreateCa(
 ): Promise<CertificateAuthority> {
   const trustDomainId = SpiffeId.parse(`spiffe://${options.trustDomain}`)
   const clock = options.clock ?? systemClock
+  const stateStore = options.stateStore
   mkdirSync(dataDir, { recursive: true, mode: 0o700 })
-  const material =
-    readCaFiles(dataDir) ?? createCaFiles(dataDir, trustDomainId, clock, options.validityDays)
-  checkCaTrustDomain(material.certPem, trustDomainId)
-  return openCa(dataDir, material, trustDomainId, clock)
-}
+  const load = (raw: string | undefined) =>
+    loadView(dataDir, raw, trustDomainId, clock, options.validityDays)
+  let view = load(await stateStore?.getMeta(CA_STATE_META_KEY))
 
-function openCa(
-  dataDir: string,
-  material: CaMaterial,
-  trustDomainId: SpiffeId,
-  clock: Clock,
-): CertificateAuthority {
-  const caDer = pemToDer(material.certPem, ['CERTIFICATE'], 'ca.invalid_certificate')
-  const caTbs = AsnConvert.parse(caDer, Certificate).tbsCertificate
-  const caX509 = new X509Certificate(caDer)
-  const caKeyId = keyIdentifier(caX509.publicKey.export({ type: 'spki', format: 'der' }))
-  const caNotAfter = caTbs.validity.notAfter.getTime()
-  const signer: LeafSigner = { key: material.key, issuer: caTbs.subject, caKeyId, caNotAfter }
+  async function refresh(): Promise<boolean> {
+    if (!stateStore) return false
+    const raw = await stateStore.getMeta(CA_STATE_META_KEY)
+    if (raw === view.raw) return false
+    view = load(raw)
+    return true
+  }
 
   return {
     trustDomain: trustDomainId.trustDomain,
     spiffeId: trustDomainId,
-    certPem: material.certPem,
-    bundlePem: material.certPem,
-    pin: caPin(material.certPem),
-    notAfter: caNotAfter,
+    get certPem() {
+      return view.signingCa.certPem
+    },
+    get bundlePem() {
+      return view.bundlePem
+    },
+    get pin() {
+      return view.signingCa.pin
+    },
+    get notAfter() {
+      return view.signingCa.notAfter
+    },
+    get trusted() {
+      return view.trusted
+    },
+    get state() {
+      return view.state
+    },
     async issue(request) {
-      return issueLeaf(signer, trustDomainId, clock(), request)
+      // Reading the state first means a certificate is never signed by a CA that a rotation in
+      // another process has already replaced, and its bundle is the current one.
+      await refresh()
+      return issueLeaf(view.signer, trustDomainId, clock(), request)
     },
     async serverCertificate(hosts) {
-      return ensureServerCertificate(dataDir, signer, caX509, trustDomainId, clock(), hosts)
+      await refresh()
+      return ensureServerCertificate(dataDir, view, trustDomainId, clock(), hosts)
     },
+    refresh,
   }
 }
 
-interface LeafSigner {
-  key: KeyObject
-  issuer: Name
-  caKeyId: Buffer
-  caNotAfter: Date
+function loadView(
+  dataDir: string,
+  raw: string | undefined,
+  trustDomainId: SpiffeId,
+  clock: Clock,
+  validityDays: number | undefined,
+): CaView {
+  const state = parseCaState(raw)
+  const materials = state.trusted.map((generation) => {
+    const signing = generation === state.signing
+    const material = readCaFiles(dataDir, generation, signing)
+    if (material) return material
+    // Only a data directory that never rotated creates its first CA here.
+    if (raw === undefined) return createCaFiles(dataDir, trustDomainId, clock, 1, validityDays)
+    const missing = caFileNames(generation).cert
+    throw new WritError(
+      'ca.incomplete',
+      `CA files in ${dataDir} are incomplete: ${missing} is missing; restore it from a backup or use a new data directory`,
+      { dataDir, missing },
+    )
+  })
+  const trusted = materials.map((material) => {
+    checkCaTrustDomain(material.certPem, trustDomainId)
+    return describeCa(material, material.generation === state.signing)
+  })
+  const signingMaterial = materials.find((material) => material.generation === state.signing)
+  const signingCa = trusted.find((ca) => ca.signing) as TrustedCa
+  const signingX509 = new X509Certificate(signingCa.certPem)
+  return {
+    raw,
+    state,
+    trusted,
+    bundlePem: trusted.map((ca) => ca.certPem).join(''),
+    signer: leafSigner(signingMaterial as CaMaterial),
+    signingCa,
+    signingX509,
+  }
+}
+
+function describeCa(material: CaMaterial, signing: boolean): TrustedCa {
+  const notAfter = new Date(new X509Certificate(material.certPem).validTo)
+  return {
+    generation: material.generation,
+    certPem: material.certPem,
+    pin: caPin(material.certPem),
+    notAfter,
+    signing,
+  }
+}
+
+function leafSigner(material: CaMaterial): LeafSigner {
+  const caDer = pemToDer(material.certPem, ['CERTIFICATE'], 'ca.invalid_certificate')
+  const caTbs = AsnConvert.parse(caDer, Certificate).tbsCertificate
+  const caX509 = new X509Certificate(caDer)
+  return {
+    key: material.key as KeyObject,
+    issuer: caTbs.subject,
+    caKeyId: keyIdentifier(caX509.publicKey.export({ type: 'spki', format: 'der' })),
+    caNotAfter: caTbs.validity.notAfter.getTime(),
+  }
 }
 
 function issueLeaf(
@@ -233,92 +348,9 @@ function issueLeaf(
   }
 }
 
-/**
- * Returns 16 random bytes with the top bit clear (so the INTEGER is positive) and the next bit
- * set (so the encoding needs no leading zero byte and the hex form has exactly 32 digits).
- */
-function newSerial(): Uint8Array {
-  const serial = randomBytes(16)
-  serial[0] = ((serial[0] as number) & 0x7f) | 0x40
-  return serial
-}
-
-function readCaFiles(dataDir: string): CaMaterial | undefined {
-  const certPath = join(dataDir, CA_CERT_FILE)
-  const keyPath = join(dataDir, CA_KEY_FILE)
-  const hasCert = existsSync(certPath)
-  const hasKey = existsSync(keyPath)
-  if (!hasCert && !hasKey) return undefined
-  if (!hasCert || !hasKey) {
-    const missing = hasCert ? CA_KEY_FILE : CA_CERT_FILE
-    throw new WritError(
-      'ca.incomplete',
-      `CA files in ${dataDir} are incomplete: ${missing} is missing; restore it from a backup or use a new data directory`,
-      { dataDir, missing },
-    )
-  }
-  const certPem = readFileSync(certPath, 'utf8')
-  const key = readP256PrivateKey(readFileSync(keyPath, 'utf8'))
-  const certificate = new X509Certificate(certPem)
-  if (!certificate.checkPrivateKey(key)) {
-    throw new WritError('ca.key_mismatch', `${keyPath} does not hold the key of ${certPath}`, {
-      dataDir,
-    })
-  }
-  return { certPem, key }
-}
-
-function createCaFiles(
-  dataDir: string,
-  trustDomainId: SpiffeId,
-  clock: Clock,
-  validityDays = DEFAULT_CA_VALIDITY_DAYS,
-): CaMaterial {
-  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' })
-  const spkiDer = publicKey.export({ type: 'spki', format: 'der' })
-  const keyId = keyIdentifier(spkiDer)
-  const now = clock()
-  const name = commonNameOnly(`Writ CA ${trustDomainId.trustDomain}`)
-  const der = signCertificate(
-    {
-      serial: newSerial(),
-      issuer: name,
-      subject: name,
-      spkiDer,
-      notBefore: new Date(now - CLOCK_SKEW_MS),
-      notAfter: new Date(now + validityDays * DAY_MS),
-      extensions: [
-        basicConstraintsExtension(true),
-        keyUsageExtension(KeyUsageFlags.keyCertSign | KeyUsageFlags.cRLSign),
-        subjectAltNameExtension({ uris: [trustDomainId.toString()] }),
-        subjectKeyIdentifierExtension(keyId),
-        authorityKeyIdentifierExtension(keyId),
-      ],
-    },
-    privateKey,
-  )
-  const certPem = derToPem(der, 'CERTIFICATE')
-  // The key is written first, so a present ca.pem always has its key beside it.
-  writePrivateFile(join(dataDir, CA_KEY_FILE), privateKey.export({ type: 'pkcs8', format: 'pem' }))
-  writePrivateFile(join(dataDir, CA_CERT_FILE), certPem)
-  return { certPem, key: privateKey }
-}
-
-function checkCaTrustDomain(certPem: string, trustDomainId: SpiffeId): void {
-  const names = new X509Certificate(certPem).subjectAltName ?? ''
-  if (!names.split(', ').includes(`URI:${trustDomainId}`)) {
-    throw new WritError(
-      'ca.trust_domain_mismatch',
-      `the CA in this data directory is not for trust domain "${trustDomainId.trustDomain}" (its names: ${names || 'none'})`,
-      { trustDomain: trustDomainId.trustDomain, names },
-    )
-  }
-}
-
 function ensureServerCertificate(
   dataDir: string,
-  signer: LeafSigner,
-  caX509: X509Certificate,
+  view: CaView,
   trustDomainId: SpiffeId,
   now: number,
   hosts: string[],
@@ -327,8 +359,8 @@ function ensureServerCertificate(
     (host) => host !== '' && host !== '0.0.0.0' && host !== '::',
   )
   const existing = readServerFiles(dataDir)
-  if (existing && serverCertificateFits(existing, caX509, now, wanted)) return existing
-  return writeServerCertificate(dataDir, signer, trustDomainId, now, wanted)
+  if (existing && serverCertificateFits(existing, view.signingX509, now, wanted)) return existing
+  return writeServerCertificate(dataDir, view.signer, trustDomainId, now, wanted)
 }
 
 function readServerFiles(dataDir: string): ServerCertificate | undefined {
@@ -402,13 +434,6 @@ function writeServerCertificate(
   return { certPem, keyPem, notAfter: truncateToSecond(notAfter) }
 }
 
-/** Writes a file with mode 0600 through a temporary name, so readers never see half a file. */
-function writePrivateFile(path: string, contents: string | Buffer): void {
-  const temporary = `${path}.${process.pid}.tmp`
-  writeFileSync(temporary, contents, { mode: 0o600 })
-  renameSync(temporary, path)
-}
-
 function earliest(first: Date, ...others: (Date | undefined)[]): Date {
   let result = first
   for (const other of others) {
@@ -417,7 +442,7 @@ function earliest(first: Date, ...others: (Date | undefined)[]): Date {
   return result
 }
 
-/** X.509 times carry whole seconds; the returned dates match what the certificate says. */
+/** Drops the milliseconds, because X.509 times carry whole seconds. */
 function truncateToSecond(date: Date): Date {
   return new Date(Math.floor(date.getTime() / 1000) * 1000)
 }

@@ -3,6 +3,7 @@ import { WritError } from '../errors.js'
 import type { PeerIdentity } from '../identity/types.js'
 import type { Logger } from '../log.js'
 import type { Authority, JoinResult } from './authority.js'
+import type { TaskAuthority } from './tasks.js'
 
 /** The largest request body the join and renew routes read: 64 KiB, far above a CSR's size. */
 export const MAX_AUTHORITY_BODY_BYTES = 64 * 1024
@@ -20,13 +21,25 @@ const STATUS_BY_CODE: Record<string, number> = {
   'join.token_expired': 403,
   'join.bot_not_found': 404,
   'join.role_not_found': 404,
+  'join.kubernetes_invalid': 403,
+  'join.kubernetes_unavailable': 503,
   'renew.unauthenticated': 401,
   'renew.forbidden': 403,
   'renew.bot_not_found': 404,
   'renew.role_not_found': 404,
+  'join.locked': 403,
+  'renew.locked': 403,
+  'renew.generation_stale': 403,
+  'task.locked': 403,
+  'task.invalid': 400,
+  'task.unauthenticated': 401,
+  'task.forbidden': 403,
+  'task.depth_exceeded': 403,
+  'task.scope_exceeded': 403,
+  'task.parent_expiring': 403,
 }
 
-/** The HTTP handler for `POST /v1/join` and `POST /v1/renew`. */
+/** The HTTP handler for `POST /v1/join`, `POST /v1/renew` and, when enabled, `POST /v1/task`. */
 export interface AuthorityRoutes {
   /**
    * Handles one request. `peer` is the verified client certificate identity, if any, and
@@ -42,20 +55,26 @@ export interface AuthorityRoutes {
 
 /**
  * Creates the HTTP routes of the authority. Join needs no client certificate because the token
- * authenticates it; renew needs the client certificate of the bot being renewed.
+ * authenticates it; renew needs the client certificate of the bot being renewed. `/v1/task` is
+ * served only when `tasks` is given and needs the client certificate the task is issued under.
  *
  * @example
  *   const routes = createAuthorityRoutes(authority, logger)
  *   await routes.handle(req, res, identity, '127.0.0.1:53122')
  */
-export function createAuthorityRoutes(authority: Authority, logger: Logger): AuthorityRoutes {
+export function createAuthorityRoutes(
+  authority: Authority,
+  logger: Logger,
+  tasks?: TaskAuthority,
+): AuthorityRoutes {
   async function route(
     req: IncomingMessage,
     peer: PeerIdentity | undefined,
     remote: string,
   ): Promise<JoinResult> {
     const path = new URL(req.url ?? '/', 'https://writ.invalid').pathname
-    if (path !== '/v1/join' && path !== '/v1/renew') {
+    const isTask = path === '/v1/task' && tasks !== undefined
+    if (path !== '/v1/join' && path !== '/v1/renew' && !isTask) {
       throw new WritError('request.not_found', `no authority route for ${path}`, { path })
     }
     if (req.method !== 'POST') {
@@ -65,10 +84,25 @@ export function createAuthorityRoutes(authority: Authority, logger: Logger): Aut
         { method: req.method },
       )
     }
+    if (isTask) {
+      // The task service checks the caller and every body field itself, so it can audit both.
+      return tasks.issue(peer, await readJsonBody(req), remote)
+    }
     if (path === '/v1/join') {
       const body = await readJsonBody(req)
       const token = requireString(body, 'token')
       const csrPem = requireString(body, 'csr')
+      if (body.method === 'kubernetes') {
+        const serviceAccountToken = requireString(body, 'serviceAccountToken')
+        return authority.join({ method: 'kubernetes', token, serviceAccountToken, csrPem }, remote)
+      }
+      if (body.method !== undefined && body.method !== 'token') {
+        throw new WritError(
+          'request.invalid',
+          'request field "method" must be "token" or "kubernetes"; omit it for a one-time token',
+          { field: 'method' },
+        )
+      }
       return authority.join({ token, csrPem }, remote)
     }
     if (!peer) {
@@ -85,12 +119,8 @@ export function createAuthorityRoutes(authority: Authority, logger: Logger): Aut
     async handle(req, res, peer, remote) {
       try {
         const result = await route(req, peer, remote)
-        sendJson(res, 200, {
-          certificate: result.certificate,
-          bundle: result.bundle,
-          spiffeId: result.spiffeId,
-          notAfter: result.notAfter.toISOString(),
-        })
+        // A task result adds its task id, depth, scope and lifetime to the four common fields.
+        sendJson(res, 200, { ...result, notAfter: result.notAfter.toISOString() })
       } catch (error) {
         sendError(res, req, error, remote, logger)
       }
@@ -135,7 +165,7 @@ function sendError(
 }
 
 /** Reads at most `MAX_AUTHORITY_BODY_BYTES` and parses them as a JSON object. */
-async function readJsonBody(req: IncomingMessage): Promise<Record<string, unknown>> {
+export async function readJsonBody(req: IncomingMessage): Promise<Record<string, unknown>> {
   const declared = Number(req.headers['content-length'])
   if (Number.isFinite(declared) && declared > MAX_AUTHORITY_BODY_BYTES) throw tooLarge()
   const text = await readLimited(req)
@@ -205,7 +235,7 @@ function tooLarge(): WritError {
   )
 }
 
-function sendJson(
+export function sendJson(
   res: ServerResponse,
   status: number,
   body: unknown,

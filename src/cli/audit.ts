@@ -34,7 +34,7 @@ export const auditSearchCommand: Command = {
   },
   async run(input) {
     const query = buildQuery(input.values)
-    const host = await openHost(dataDirOption(input))
+    const host = await openHost(dataDirOption(input), { mustExist: true })
     try {
       const events = await host.store.queryAudit(query)
       for (const event of events) {
@@ -55,7 +55,7 @@ export const auditVerifyCommand: Command = {
   summary: 'check the audit hash chain; exit 1 and name the first bad event when it is broken',
   options: { ...DATA_DIR_OPTION, ...JSON_OPTION },
   async run(input) {
-    const host = await openHost(dataDirOption(input))
+    const host = await openHost(dataDirOption(input), { mustExist: true })
     try {
       const result = await verifyAuditChain(host.store)
       if (input.values.json) {

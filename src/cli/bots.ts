@@ -1,3 +1,4 @@
+import { MAX_BOT_TTL_SECONDS } from '../authority/authority.js'
 import { enrollBot } from '../bots.js'
 import { DEFAULT_LISTEN, openHost } from '../host.js'
 import { parseDuration } from '../lib/duration.js'
@@ -36,7 +37,7 @@ export const botsAddCommand: Command = {
     }
     const roles = parseRoles(input.values.roles)
     const ttl = input.values.ttl as string | undefined
-    if (ttl !== undefined) parseDuration(ttl, '--ttl')
+    if (ttl !== undefined) checkBotTtl(ttl)
 
     const host = await openHost(dataDirOption(input))
     try {
@@ -77,4 +78,16 @@ function parseRoles(value: unknown): string[] {
   const bad = roles.find((role) => !NAME_PATTERN.test(role))
   if (bad !== undefined) throw new UsageError(`invalid role name "${bad}" in --roles`)
   return [...new Set(roles)]
+}
+
+/** The shortest bot TTL accepted: renewal needs a few seconds between certificates. */
+const MIN_BOT_TTL_SECONDS = 5
+
+function checkBotTtl(ttl: string): void {
+  const seconds = parseDuration(ttl, '--ttl')
+  if (seconds < MIN_BOT_TTL_SECONDS || seconds > MAX_BOT_TTL_SECONDS) {
+    throw new UsageError(
+      `invalid --ttl "${ttl}": use a duration from ${MIN_BOT_TTL_SECONDS}s to 24h, such as 1h`,
+    )
+  }
 }

@@ -4,20 +4,31 @@ import { join } from 'node:path'
 import { WritError } from '../errors.js'
 import type { TlsMaterial } from '../gateway/http-client.js'
 import { type CommandInput, UsageError } from './command.js'
+import { existingLoginIdentityDir, readProfile } from './writ-home.js'
 
 /** The files `writ agent` writes into an identity directory. */
 export const IDENTITY_FILES = { cert: 'svid.pem', key: 'svid_key.pem', bundle: 'bundle.pem' }
 
-/** Resolves --server (or $WRIT_SERVER) and --identity (or $WRIT_IDENTITY) for client commands. */
+/**
+ * Resolves --server (or $WRIT_SERVER) and --identity (or $WRIT_IDENTITY) for client commands.
+ * Without either identity setting, the certificate of the last `writ login` is used, with the
+ * server it came from.
+ */
 export function clientOptions(input: CommandInput): { server: string; identityDir: string } {
-  const server =
-    (input.values.server as string | undefined) || process.env.WRIT_SERVER || '127.0.0.1:7443'
-  const identityDir = (input.values.identity as string | undefined) || process.env.WRIT_IDENTITY
+  const explicitIdentity =
+    (input.values.identity as string | undefined) || process.env.WRIT_IDENTITY
+  const identityDir = explicitIdentity || existingLoginIdentityDir()
   if (!identityDir) {
     throw new UsageError(
-      'missing --identity DIR (or $WRIT_IDENTITY): the directory writ agent writes',
+      'missing --identity DIR (or $WRIT_IDENTITY): the directory writ agent writes, or log in first with writ login',
     )
   }
+  const loginServer = explicitIdentity ? undefined : readProfile()?.server
+  const server =
+    (input.values.server as string | undefined) ||
+    process.env.WRIT_SERVER ||
+    loginServer ||
+    '127.0.0.1:7443'
   return { server, identityDir }
 }
 

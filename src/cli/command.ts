@@ -22,6 +22,8 @@ export interface Command {
   arity?: [number, number]
   details?: string
   options: Record<string, OptionSpec>
+  /** Commands reached as `writ NAME SUB` when SUB is the first argument, such as `task issue`. */
+  subcommands?: Record<string, Command>
   run(input: CommandInput): Promise<number>
 }
 
@@ -49,13 +51,14 @@ export const CLIENT_OPTIONS: Record<string, OptionSpec> = {
   server: {
     type: 'string',
     value: 'HOST:PORT',
-    description: 'address of the Writ server (default: $WRIT_SERVER or 127.0.0.1:7443)',
+    description:
+      'address of the Writ server (default: $WRIT_SERVER, the server of writ login, or 127.0.0.1:7443)',
   },
   identity: {
     type: 'string',
     value: 'DIR',
     description:
-      'directory with svid.pem, svid_key.pem and bundle.pem written by writ agent (default: $WRIT_IDENTITY)',
+      'directory with svid.pem, svid_key.pem and bundle.pem written by writ agent (default: $WRIT_IDENTITY, else the certificate of writ login)',
   },
 }
 
@@ -65,7 +68,11 @@ export const JSON_OPTION: Record<string, OptionSpec> = {
 
 /** Formats the help text for a command from its spec, so every flag is documented. */
 export function formatHelp(path: string, command: Command): string {
-  const lines = [`usage: writ ${path}${command.args ? ` ${command.args}` : ''} [options]`, '']
+  // Options must come before a `--` that starts another program's arguments.
+  const usage = command.args?.startsWith('-- ')
+    ? `[options] ${command.args}`
+    : `${command.args ? `${command.args} ` : ''}[options]`
+  const lines = [`usage: writ ${path} ${usage}`, '']
   lines.push(command.summary)
   if (command.details) lines.push('', command.details)
   const entries = Object.entries(command.options)
@@ -85,7 +92,10 @@ export function formatHelp(path: string, command: Command): string {
 
 /** Parses argv for one command and runs it, turning errors into messages and exit codes. */
 export async function runCommand(path: string, command: Command, argv: string[]): Promise<number> {
-  if (argv.includes('--help') || argv.includes('-h')) {
+  // Arguments after `--` belong to another program (writ task -- COMMAND), so its --help is not ours.
+  const terminator = argv.indexOf('--')
+  const own = terminator === -1 ? argv : argv.slice(0, terminator)
+  if (own.includes('--help') || own.includes('-h')) {
     process.stdout.write(formatHelp(path, command))
     return 0
   }

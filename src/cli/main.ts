@@ -2,11 +2,23 @@
 import { agentCommand } from './agent.js'
 import { auditSearchCommand, auditVerifyCommand } from './audit.js'
 import { botsAddCommand } from './bots.js'
+import { caRotateCommand, caStatusCommand } from './ca.js'
 import { type Command, runCommand } from './command.js'
 import { demoCommand } from './demo.js'
+import { lockCommand, locksCommand, unlockCommand } from './locks.js'
+import { loginCommand } from './login.js'
 import { mcpConfigCommand, mcpConnectCommand, mcpLsCommand } from './mcp.js'
+import {
+  requestApproveCommand,
+  requestAssumeCommand,
+  requestCreateCommand,
+  requestDenyCommand,
+  requestLsCommand,
+} from './requests.js'
 import { applyCommand, deleteCommand, getCommand } from './resources.js'
 import { startCommand } from './start.js'
+import { taskCommand } from './task.js'
+import { usersAddCommand, usersEnrollCommand } from './users.js'
 
 type Entry = Command | { summary: string; commands: Record<string, Command> }
 
@@ -17,7 +29,20 @@ const REGISTRY: Record<string, Entry> = {
   get: getCommand,
   delete: deleteCommand,
   bots: { summary: 'manage bots (agents and workloads)', commands: { add: botsAddCommand } },
+  users: {
+    summary: 'manage people and enroll as one',
+    commands: { add: usersAddCommand, enroll: usersEnrollCommand },
+  },
+  login: loginCommand,
   agent: agentCommand,
+  ca: {
+    summary: 'rotate the certificate authority and show its state',
+    commands: { rotate: caRotateCommand, status: caStatusCommand },
+  },
+  task: taskCommand,
+  lock: lockCommand,
+  locks: locksCommand,
+  unlock: unlockCommand,
   mcp: {
     summary: 'connect MCP clients through the gateway',
     commands: { connect: mcpConnectCommand, ls: mcpLsCommand, config: mcpConfigCommand },
@@ -25,6 +50,16 @@ const REGISTRY: Record<string, Entry> = {
   audit: {
     summary: 'search and verify the audit log',
     commands: { search: auditSearchCommand, verify: auditVerifyCommand },
+  },
+  request: {
+    summary: 'request, review and assume extra roles for a limited time',
+    commands: {
+      create: requestCreateCommand,
+      ls: requestLsCommand,
+      approve: requestApproveCommand,
+      deny: requestDenyCommand,
+      assume: requestAssumeCommand,
+    },
   },
 }
 
@@ -44,13 +79,25 @@ function topHelp(): string {
   for (const [name, entry] of Object.entries(REGISTRY)) {
     if (isGroup(entry)) {
       for (const [sub, command] of Object.entries(entry.commands)) {
-        lines.push(`  ${`${name} ${sub}`.padEnd(14)}${command.summary}`)
+        lines.push(`  ${`${name} ${sub}`.padEnd(17)}${command.summary}`)
       }
     } else {
-      lines.push(`  ${name.padEnd(14)}${entry.summary}`)
+      lines.push(`  ${name.padEnd(17)}${entry.summary}`)
+      for (const [sub, command] of Object.entries(entry.subcommands ?? {})) {
+        lines.push(`  ${`${name} ${sub}`.padEnd(17)}${command.summary}`)
+      }
     }
   }
   lines.push('', 'Run "writ COMMAND --help" for the options of a command.')
+  return `${lines.join('\n')}\n`
+}
+
+function groupHelp(name: string, group: { summary: string; commands: Record<string, Command> }) {
+  const lines = [`usage: writ ${name} SUBCOMMAND [options]`, '', group.summary, '', 'subcommands:']
+  for (const [sub, command] of Object.entries(group.commands)) {
+    lines.push(`  ${sub.padEnd(12)}${command.summary}`)
+  }
+  lines.push('', `Run "writ ${name} SUBCOMMAND --help" for its options.`)
   return `${lines.join('\n')}\n`
 }
 
@@ -69,14 +116,18 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`writ: unknown command "${name}"\nrun "writ --help" for the commands\n`)
     return 2
   }
-  if (!isGroup(entry)) return runCommand(name, entry, rest)
+  if (!isGroup(entry)) {
+    const sub = rest[0] === undefined ? undefined : entry.subcommands?.[rest[0]]
+    if (sub) return runCommand(`${name} ${rest[0]}`, sub, rest.slice(1))
+    return runCommand(name, entry, rest)
+  }
 
   const [subName, ...subArgs] = rest
   const command = subName === undefined ? undefined : entry.commands[subName]
   if (!command) {
     const known = Object.keys(entry.commands).join(', ')
     if (subName === undefined || subName === '--help' || subName === '-h') {
-      process.stdout.write(`usage: writ ${name} (${known.replaceAll(', ', '|')}) [options]\n`)
+      process.stdout.write(groupHelp(name, entry))
       return subName === undefined ? 2 : 0
     }
     process.stderr.write(

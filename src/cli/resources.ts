@@ -1,7 +1,7 @@
-import { readFileSync } from 'node:fs'
 import { stringify } from 'yaml'
 import { openHost } from '../host.js'
 import { applyManifests } from '../manifests.js'
+import { readManifestFile } from '../policy/manifest.js'
 import { RESOURCE_KINDS, type Resource, type ResourceKind } from '../policy/resource.js'
 import { type Command, DATA_DIR_OPTION, dataDirOption, JSON_OPTION, UsageError } from './command.js'
 
@@ -33,14 +33,10 @@ export const applyCommand: Command = {
   async run(input) {
     const files = (input.values.file as string[] | undefined) ?? []
     if (files.length === 0) throw new UsageError('missing required option -f FILE')
-    const texts = files.map((file) => ({
-      file,
-      text: readFileSync(file === '-' ? 0 : file, 'utf8'),
-    }))
+    const texts = files.map((file) => ({ file, ...readManifestFile(file) }))
     const host = await openHost(dataDirOption(input))
     try {
-      for (const { file, text } of texts) {
-        const source = file === '-' ? 'stdin' : file
+      for (const { text, source } of texts) {
         for (const resource of await applyManifests(host, text, source, 'cli')) {
           process.stdout.write(
             `${resource.kind.toLowerCase()}/${resource.metadata.name} configured\n`,
@@ -64,7 +60,7 @@ export const getCommand: Command = {
   async run(input) {
     const kind = parseKind(input.positionals[0] as string)
     const name = input.positionals[1]
-    const host = await openHost(dataDirOption(input))
+    const host = await openHost(dataDirOption(input), { mustExist: true })
     try {
       if (name !== undefined) {
         const resource = await host.store.getResource(kind, name)
@@ -99,7 +95,7 @@ export const deleteCommand: Command = {
   async run(input) {
     const kind = parseKind(input.positionals[0] as string)
     const name = input.positionals[1] as string
-    const host = await openHost(dataDirOption(input))
+    const host = await openHost(dataDirOption(input), { mustExist: true })
     try {
       const deleted = await host.store.deleteResource(kind, name)
       if (!deleted) {

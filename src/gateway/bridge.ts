@@ -22,6 +22,8 @@ export interface StdioBridgeOptions {
 
 /** Delay that lets an agent finish writing both certificate and key before the reload. */
 const RELOAD_SETTLE_MS = 100
+/** Id prefix of the pings the bridge sends itself; their responses never reach the client. */
+const REBIND_ID_PREFIX = 'writ-bridge-rebind-'
 
 /**
  * Serves MCP over stdio for a local client and forwards every message to the gateway over
@@ -38,26 +40,40 @@ export async function runStdioBridge(options: StdioBridgeOptions): Promise<void>
     url: options.url,
     ...(options.tls ? { tls: options.tls() } : {}),
     logger,
-    onMessage: (message) => stdout.write(`${JSON.stringify(message)}\n`),
+    onMessage: (message) => {
+      if (typeof message.id === 'string' && message.id.startsWith(REBIND_ID_PREFIX)) return
+      stdout.write(`${JSON.stringify(message)}\n`)
+    },
   })
+  let rebinds = 0
   const stopWatching = watchCertificates(options, logger, () => {
     if (!options.tls) return
     try {
       client.setTls(options.tls())
       logger.info({}, 'client certificate reloaded')
+      // The gateway ends a session when the certificate it last saw expires. A ping with the
+      // renewed certificate makes the gateway adopt it, so an idle client keeps its session.
+      if (client.sessionId !== undefined) {
+        rebinds++
+        void client.send({ jsonrpc: '2.0', id: `${REBIND_ID_PREFIX}${rebinds}`, method: 'ping' })
+      }
     } catch (error) {
       logger.error({ error }, 'client certificate reload failed, keeping the previous one')
     }
   })
   const inFlight = new Set<Promise<void>>()
+  // Messages that follow an initialize wait until it is answered, because the session id they
+  // must carry arrives with that answer; clients that pipe several lines at once rely on this.
+  let initialized: Promise<void> = Promise.resolve()
 
   function forward(message: JsonRpcMessage): void {
-    const sent = client.send(message)
+    const sent = initialized.then(() => client.send(message))
+    if (message.method === 'initialize') initialized = sent.catch(() => {})
     inFlight.add(sent)
     void sent.finally(() => inFlight.delete(sent))
     if (message.method === 'notifications/initialized' && !('id' in message)) {
       sent
-        .then(() => client.openEventStream())
+        .then(() => (client.sessionId === undefined ? undefined : client.openEventStream()))
         .catch((error) => logger.warn({ error }, 'gateway GET stream failed to open'))
     }
   }

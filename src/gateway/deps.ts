@@ -17,7 +17,24 @@ export interface StdioUpstreamConfig {
 export interface HttpUpstreamConfig {
   url: string
   headers?: Record<string, string>
+  /** Sends the caller's identity as a short-lived signed JWT in a header of every request. */
+  identityJwt?: IdentityJwtConfig
 }
+
+/** The header and lifetime of the identity JWT an HTTP upstream receives. */
+export interface IdentityJwtConfig {
+  /** The header name; `Authorization` gets `Bearer <jwt>`, any other header the bare JWT. */
+  header: string
+  /** The token lifetime in seconds, at most 300. */
+  ttlSeconds: number
+}
+
+/** Signs an identity JWT for `identity` with `aud` set to `audience`; times in ms. */
+export type MintIdentityJwt = (
+  identity: PeerIdentity,
+  audience: string,
+  ttlSeconds: number,
+) => Promise<{ token: string; issuedAt: number; expiresAt: number }>
 
 /** One upstream MCP server with its secrets already resolved. */
 export interface UpstreamConfig {
@@ -42,7 +59,15 @@ export interface Decision {
 /** Request limits applied before a message is parsed. */
 export interface GatewayLimits {
   maxBodyBytes: number
+  /**
+   * Most live sessions one SPIFFE ID may hold at once (default 32). Each stdio session runs an
+   * upstream process, so without a cap one caller could exhaust the host.
+   */
+  maxSessionsPerPrincipal?: number
 }
+
+/** The default of `GatewayLimits.maxSessionsPerPrincipal`. */
+export const DEFAULT_MAX_SESSIONS_PER_PRINCIPAL = 32
 
 /** 4 MiB: the default maximum size of one POST body. */
 export const DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -58,4 +83,6 @@ export interface GatewayDeps {
   logger: Logger
   clock: Clock
   limits: GatewayLimits
+  /** Signs identity JWTs for upstreams with `http.identityJwt`; such servers fail without it. */
+  mintIdentityJwt?: MintIdentityJwt
 }

@@ -31,6 +31,11 @@ export interface McpHttpClientOptions {
   onSessionLost?(): void
   /** Largest error body read from a failed response (default 1 MiB). */
   maxErrorBodyBytes?: number
+  /**
+   * Computes headers for each request, such as a short-lived identity token. Calls run one at a
+   * time in the order of the requests, so requests still leave in the order `send` was called.
+   */
+  headersFor?(): Promise<Record<string, string>>
 }
 
 /** A Streamable HTTP client for one MCP session, usable over plain HTTP or mutual TLS. */
@@ -87,6 +92,17 @@ export function createMcpHttpClient(options: McpHttpClientOptions): McpHttpClien
     return headers
   }
 
+  let headerQueue: Promise<unknown> = Promise.resolve()
+
+  /** Returns the `headersFor` headers, chained after the previous call to keep request order. */
+  function dynamicHeaders(): Promise<Record<string, string>> {
+    const hook = options.headersFor
+    if (hook === undefined) return Promise.resolve({})
+    const next = headerQueue.then(() => hook())
+    headerQueue = next.catch(() => {})
+    return next
+  }
+
   function request(
     method: string,
     headers: Record<string, string>,
@@ -131,7 +147,22 @@ export function createMcpHttpClient(options: McpHttpClientOptions): McpHttpClien
       waiting.add(item.id as JsonRpcId)
       if (item.method === 'initialize') initializeId = item.id as JsonRpcId
     }
-    const headers = { ...baseHeaders(), 'content-type': 'application/json', accept: ACCEPT_BOTH }
+    let extra: Record<string, string> = {}
+    if (options.headersFor !== undefined) {
+      try {
+        extra = await dynamicHeaders()
+      } catch (error) {
+        logger.warn({ url: url.href, error }, 'MCP request headers could not be computed')
+        failRequests(waiting, `cannot send to MCP server at ${url.host}: ${errorText(error)}`)
+        return
+      }
+    }
+    const headers = {
+      ...baseHeaders(),
+      ...extra,
+      'content-type': 'application/json',
+      accept: ACCEPT_BOTH,
+    }
     const sentSession = sessionId
     try {
       const { response } = await request('POST', headers, JSON.stringify(message))
@@ -186,7 +217,8 @@ export function createMcpHttpClient(options: McpHttpClientOptions): McpHttpClien
 
   async function openEventStream(attempt = 0): Promise<boolean> {
     if (closed || eventStream !== undefined) return eventStream !== undefined
-    const headers = { ...baseHeaders(), accept: 'text/event-stream' }
+    const extra = options.headersFor === undefined ? {} : await dynamicHeaders()
+    const headers = { ...baseHeaders(), ...extra, accept: 'text/event-stream' }
     const { response, request: outgoing } = await request('GET', headers)
     const status = response.statusCode ?? 0
     if (status === 405) {
@@ -238,7 +270,8 @@ export function createMcpHttpClient(options: McpHttpClientOptions): McpHttpClien
     eventStream?.destroy()
     if (sessionId !== undefined) {
       try {
-        const { response } = await request('DELETE', baseHeaders())
+        const extra = options.headersFor === undefined ? {} : await dynamicHeaders()
+        const { response } = await request('DELETE', { ...baseHeaders(), ...extra })
         response.resume()
       } catch (error) {
         logger.debug({ url: url.href, error }, 'MCP DELETE failed')

@@ -52,13 +52,49 @@ export const DENIAL_REASONS: readonly DenialReason[] = [
   'too_large',
 ]
 
-/** Parses JSON text, returning `undefined` in `value` with `ok: false` when it is not JSON. */
-export function parseJson(text: string): { ok: true; value: unknown } | { ok: false } {
+/**
+ * The deepest nesting of arrays and objects accepted in one JSON text. Serialising a value nested
+ * tens of thousands of levels deep overflows the stack, so a client or upstream could otherwise
+ * crash the gateway with one message; real MCP messages stay far below this.
+ */
+export const MAX_JSON_DEPTH = 128
+
+/**
+ * Parses JSON text. Returns `ok: false` with `reason: 'syntax'` when it is not JSON and
+ * `reason: 'depth'` when arrays and objects nest deeper than `MAX_JSON_DEPTH`.
+ */
+export function parseJson(
+  text: string,
+): { ok: true; value: unknown } | { ok: false; reason: 'syntax' | 'depth' } {
+  if (nestingDepth(text) > MAX_JSON_DEPTH) return { ok: false, reason: 'depth' }
   try {
     return { ok: true, value: JSON.parse(text) }
   } catch {
-    return { ok: false }
+    return { ok: false, reason: 'syntax' }
   }
+}
+
+/** Returns the deepest bracket nesting in JSON text, ignoring brackets inside strings. */
+function nestingDepth(text: string): number {
+  let depth = 0
+  let deepest = 0
+  let inString = false
+  for (let index = 0; index < text.length; index++) {
+    const code = text.charCodeAt(index)
+    if (inString) {
+      if (code === 0x5c)
+        index++ // a backslash escapes the next character
+      else if (code === 0x22) inString = false
+    } else if (code === 0x22) {
+      inString = true
+    } else if (code === 0x5b || code === 0x7b) {
+      depth++
+      if (depth > deepest) deepest = depth
+    } else if (code === 0x5d || code === 0x7d) {
+      depth--
+    }
+  }
+  return deepest
 }
 
 /**

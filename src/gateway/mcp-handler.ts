@@ -2,8 +2,14 @@ import { randomBytes } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { WritError } from '../errors.js'
 import type { PeerIdentity } from '../identity/types.js'
-import type { Decision, GatewayDeps, UpstreamConfig } from './deps.js'
-import { accepts, PostExchange, readLimitedBody, writeJson } from './http-io.js'
+import {
+  DEFAULT_MAX_SESSIONS_PER_PRINCIPAL,
+  type Decision,
+  type GatewayDeps,
+  type UpstreamConfig,
+} from './deps.js'
+import { accepts, idKey, PostExchange, readLimitedBody, writeJson } from './http-io.js'
+import { createSessionIdentityJwt, type SessionIdentityJwt } from './identity-jwt.js'
 import {
   classifyMessage,
   denialResponse,
@@ -12,15 +18,33 @@ import {
   INVALID_REQUEST,
   type JsonRpcId,
   type JsonRpcMessage,
+  MAX_JSON_DEPTH,
+  type MessageKind,
   PARSE_ERROR,
   parseJson,
 } from './jsonrpc.js'
 import { processClientMessage, transformResponse } from './pipeline.js'
 import { createRedactor } from './redact.js'
-import { callerOf, Session } from './session.js'
+import { callerOf, Session, type SessionDenial } from './session.js'
 import type { Upstream, UpstreamEvents } from './upstream.js'
 import { createHttpUpstream } from './upstream-http.js'
 import { createStdioUpstream } from './upstream-stdio.js'
+
+/** Methods the gateway decides on; a variant of one of these names is never forwarded. */
+const GOVERNED_METHODS = ['initialize', 'tools/call', 'tools/list', 'resources/read', 'prompts/get']
+
+/** Returns why a method name is rejected, or undefined for a name that may be forwarded. */
+function screenMethod(method: string): string | undefined {
+  if (method === '' || /[\s\u0000-\u001f\u007f]/.test(method)) {
+    return `invalid method name ${JSON.stringify(method.slice(0, 64))}`
+  }
+  const lower = method.toLowerCase()
+  if (lower !== method && GOVERNED_METHODS.includes(lower)) {
+    const name = JSON.stringify(method.slice(0, 64))
+    return `invalid method name ${name}: method names are case-sensitive, use "${lower}"`
+  }
+  return undefined
+}
 
 /** Protocol revisions the gateway accepts in `MCP-Protocol-Version`. */
 export const SUPPORTED_PROTOCOL_VERSIONS = ['2024-11-05', '2025-03-26', '2025-06-18', '2025-11-25']
@@ -40,7 +64,20 @@ export interface McpHandler {
   ): Promise<void>
   /** Ends every session and stops every upstream. */
   closeAll(): Promise<void>
+  /**
+   * Ends every session, initializing ones included, for which `select` returns a denial given the
+   * session's current identity: its GET stream closes and its in-flight requests get the denial.
+   * Resolves with the number of sessions ended.
+   */
+  closeSessions(select: (identity: PeerIdentity) => SessionEnd | undefined): Promise<number>
   sessionCount(): number
+}
+
+/** Why `closeSessions` ends a session: the audit reason and what in-flight requests receive. */
+export interface SessionEnd {
+  /** The `session.end` audit reason, such as `locked`. */
+  reason: string
+  denial: SessionDenial
 }
 
 /**
@@ -57,6 +94,26 @@ export function createMcpHandler(deps: GatewayDeps): McpHandler {
     )
   }
   const sessions = new Map<string, Session>()
+  /** Every session not yet ended, including those still waiting for the initialize response. */
+  const live = new Set<Session>()
+  /** The identity JWT source of each session whose upstream sets `http.identityJwt`. */
+  const identityJwts = new WeakMap<Session, SessionIdentityJwt>()
+
+  function sessionIdentityJwt(
+    config: UpstreamConfig,
+    identity: () => PeerIdentity,
+  ): SessionIdentityJwt | undefined {
+    const jwtConfig = config.http?.identityJwt
+    if (jwtConfig === undefined) return undefined
+    return createSessionIdentityJwt({
+      config: jwtConfig,
+      audience: config.name,
+      mint: deps.mintIdentityJwt,
+      clock: deps.clock,
+      secrets: config.secrets,
+      identity,
+    })
+  }
 
   async function handle(
     req: IncomingMessage,
@@ -66,6 +123,14 @@ export function createMcpHandler(deps: GatewayDeps): McpHandler {
     peerAddress: string,
   ): Promise<void> {
     try {
+      // Access is decided before the server is looked up, so a caller learns nothing about
+      // servers it may not use: unknown and forbidden names get the same answer.
+      const decision = deps.decideServer(identity, serverName)
+      if (decision.effect !== 'allow') {
+        req.resume()
+        await rejectServer(res, identity, serverName, peerAddress, decision)
+        return
+      }
       const config = deps.getServer(serverName)
       if (config === undefined) {
         req.resume()
@@ -88,6 +153,27 @@ export function createMcpHandler(deps: GatewayDeps): McpHandler {
       deps.logger.error({ error, server: serverName }, 'MCP request failed')
       writeJson(res, 500, errorResponse(null, INTERNAL_ERROR, 'internal gateway error'))
     }
+  }
+
+  async function rejectServer(
+    res: ServerResponse,
+    identity: PeerIdentity,
+    serverName: string,
+    peer: string,
+    decision: Decision,
+  ): Promise<void> {
+    const record = await deps.audit({
+      type: 'mcp.request',
+      outcome: 'denied',
+      reason: decision.reason,
+      ...(decision.rule === undefined ? {} : { rule: decision.rule }),
+      caller: callerOf(identity),
+      peer,
+      server: serverName,
+    })
+    const message = `access to MCP server "${serverName}" is not allowed`
+    const reason = decision.denial ?? 'forbidden'
+    writeJson(res, 403, denialResponse(null, reason, message, record.id))
   }
 
   async function handlePost(context: RequestContext): Promise<void> {
@@ -117,6 +203,11 @@ export function createMcpHandler(deps: GatewayDeps): McpHandler {
       return
     }
     const parsed = parseJson(body.text)
+    if (!parsed.ok && parsed.reason === 'depth') {
+      const message = `request body nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels`
+      writeJson(res, 400, errorResponse(null, INVALID_REQUEST, message))
+      return
+    }
     if (!parsed.ok) {
       writeJson(res, 400, errorResponse(null, PARSE_ERROR, 'request body is not valid JSON'))
       return
@@ -241,15 +332,37 @@ export function createMcpHandler(deps: GatewayDeps): McpHandler {
       )
       return
     }
+    const cap = deps.limits.maxSessionsPerPrincipal ?? DEFAULT_MAX_SESSIONS_PER_PRINCIPAL
+    let held = 0
+    for (const other of live) if (other.identity.spiffeId === identity.spiffeId) held++
+    if (held >= cap) {
+      const record = await deps.audit({
+        type: 'session.start',
+        outcome: 'denied',
+        reason: `session limit reached: ${held} live sessions, at most ${cap} per principal`,
+        caller: callerOf(identity),
+        peer: context.peer,
+        server: config.name,
+      })
+      const text = `too many open MCP sessions (limit ${cap}); close unused sessions with DELETE`
+      writeJson(res, 429, denialResponse(message.id, 'rate_limited', text, record.id))
+      return
+    }
+    const identityJwt = sessionIdentityJwt(config, () => session.identity)
     const session = new Session({
       id: randomBytes(24).toString('base64url'),
       identity,
       peer: context.peer,
       config,
-      redactor: createRedactor(config.secrets),
+      redactor: identityJwt?.redactor ?? createRedactor(config.secrets),
       deps,
-      onEnd: (ended) => sessions.delete(ended.id),
+      onEnd: (ended) => {
+        sessions.delete(ended.id)
+        live.delete(ended)
+      },
     })
+    live.add(session)
+    if (identityJwt) identityJwts.set(session, identityJwt)
     await deps.audit(
       session.auditEvent({ type: 'session.start', outcome: 'success', reason: decision.reason }),
     )
@@ -330,7 +443,14 @@ export function createMcpHandler(deps: GatewayDeps): McpHandler {
       })
     }
     if (config.http !== undefined) {
-      return createHttpUpstream({ server: config.name, config: config.http, events, logger })
+      const identityJwt = identityJwts.get(session)
+      return createHttpUpstream({
+        server: config.name,
+        config: config.http,
+        events,
+        logger,
+        ...(identityJwt ? { headersFor: () => identityJwt.headers() } : {}),
+      })
     }
     throw new WritError(
       'gateway.upstream_unconfigured',
@@ -352,11 +472,21 @@ export function createMcpHandler(deps: GatewayDeps): McpHandler {
     const messages = (batch ? value : [value]) as unknown[]
     const requests: JsonRpcMessage[] = []
     const invalid: JsonRpcMessage[] = []
+    const rejected = new Set<unknown>()
+    const batchIds = new Set<string>()
     for (const item of messages) {
       const kind = classifyMessage(item)
-      if (kind === undefined)
-        invalid.push(errorResponse(idOf(item), INVALID_REQUEST, 'invalid JSON-RPC message'))
-      else if (kind === 'request') requests.push(item as JsonRpcMessage)
+      const problem =
+        kind === undefined
+          ? 'invalid JSON-RPC message'
+          : screenMessage(item as JsonRpcMessage, kind, session, batchIds)
+      if (problem !== undefined) {
+        rejected.add(item)
+        invalid.push(errorResponse(idOf(item), INVALID_REQUEST, problem))
+        if (kind !== undefined) auditRejected(session, item as JsonRpcMessage, problem)
+      } else if (kind === 'request') {
+        requests.push(item as JsonRpcMessage)
+      }
     }
     if (requests.length === 0 && invalid.length > 0) {
       writeJson(res, 400, batch ? invalid : invalid[0])
@@ -377,9 +507,50 @@ export function createMcpHandler(deps: GatewayDeps): McpHandler {
       writeJson(res, 202, undefined, { 'mcp-session-id': session.id })
     }
     for (const item of messages) {
-      if (classifyMessage(item) === undefined) continue
+      if (rejected.has(item)) continue
       await processClientMessage(deps, session, item as JsonRpcMessage, exchange)
     }
+  }
+
+  /** Records a message the gateway rejected before policy, so probing leaves a trace. */
+  function auditRejected(session: Session, message: JsonRpcMessage, problem: string): void {
+    const event = session.auditEvent({
+      type: 'mcp.request',
+      outcome: 'denied',
+      reason: problem,
+      ...(typeof message.method === 'string' ? { method: message.method.slice(0, 128) } : {}),
+    })
+    deps.audit(event).catch((error) => deps.logger.error({ error }, 'audit write failed'))
+  }
+
+  /**
+   * Returns why a well-formed message must not be forwarded, or undefined. Policy is decided on
+   * exact method names, so variants that a lenient upstream might still run (other letter case,
+   * surrounding spaces) are rejected, as are calls sent as notifications, which would skip the
+   * tool decision, and request ids already in use, which would mix up responses.
+   */
+  function screenMessage(
+    message: JsonRpcMessage,
+    kind: MessageKind,
+    session: Session,
+    batchIds: Set<string>,
+  ): string | undefined {
+    const method = message.method
+    if (typeof method === 'string') {
+      const methodProblem = screenMethod(method)
+      if (methodProblem !== undefined) return methodProblem
+      if (kind === 'notification' && !method.startsWith('notifications/')) {
+        return `method ${JSON.stringify(method.slice(0, 64))} must be sent as a request with an id`
+      }
+    }
+    if (kind !== 'request') return undefined
+    const id = message.id as JsonRpcId
+    const key = idKey(id)
+    if (batchIds.has(key) || session.hasPending(id)) {
+      return `request id ${JSON.stringify(id)} is already in use by a pending request`
+    }
+    batchIds.add(key)
+    return undefined
   }
 
   function batchAllowed(context: RequestContext, session: Session, value: unknown[]): boolean {
@@ -432,7 +603,19 @@ export function createMcpHandler(deps: GatewayDeps): McpHandler {
     )
   }
 
-  return { handle, closeAll, sessionCount: () => sessions.size }
+  async function closeSessions(
+    select: (identity: PeerIdentity) => SessionEnd | undefined,
+  ): Promise<number> {
+    const ending: Promise<void>[] = []
+    for (const session of live) {
+      const end = select(session.identity)
+      if (end !== undefined) ending.push(session.end({ reason: end.reason, denial: end.denial }))
+    }
+    await Promise.allSettled(ending)
+    return ending.length
+  }
+
+  return { handle, closeAll, closeSessions, sessionCount: () => sessions.size }
 }
 
 interface RequestContext {

@@ -10,6 +10,13 @@ export interface Redactor {
   json(value: unknown): string
 }
 
+/** Returns a secret as written, JSON-escaped once and JSON-escaped twice, without repeats. */
+function escapedForms(secret: string): string[] {
+  const once = JSON.stringify(secret).slice(1, -1)
+  const twice = JSON.stringify(once).slice(1, -1)
+  return [secret, once, twice]
+}
+
 /**
  * Creates a redactor for the given secret values. Empty strings are ignored because they would
  * match everywhere.
@@ -17,11 +24,14 @@ export interface Redactor {
  * @example createRedactor(['hunter2']).text('token=hunter2') // 'token=[REDACTED]'
  */
 export function createRedactor(secrets: readonly string[]): Redactor {
-  // Longest first, so a secret that contains another is replaced whole.
-  const values = [...new Set(secrets.filter((secret) => secret.length > 0))].sort(
-    (a, b) => b.length - a.length,
-  )
-  const escaped = values.map((secret) => JSON.stringify(secret).slice(1, -1))
+  // A secret can reach a string in escaped form too: a tool that returns JSON as text (an
+  // environment dump, say) carries a newline or quote in a secret as `\n` or `\"`, and that text
+  // serialised again escapes it twice. Every form is searched for, longest first, so a secret
+  // that contains another is replaced whole.
+  const values = [
+    ...new Set(secrets.filter((secret) => secret.length > 0).flatMap(escapedForms)),
+  ].sort((a, b) => b.length - a.length)
+  const escaped = [...new Set(values.map((form) => JSON.stringify(form).slice(1, -1)))]
 
   function text(input: string): string {
     let output = input

@@ -1,4 +1,5 @@
 import type { ServerResponse } from 'node:http'
+import { taskCallerFields } from '../audit/task-caller.js'
 import type { AuditCaller, AuditEventInput } from '../audit/types.js'
 import type { PeerIdentity } from '../identity/types.js'
 import type { Logger } from '../log.js'
@@ -6,6 +7,8 @@ import type { GatewayDeps, UpstreamConfig } from './deps.js'
 import { idKey, type PostExchange } from './http-io.js'
 import {
   classifyMessage,
+  type DenialReason,
+  denialResponse,
   errorResponse,
   INTERNAL_ERROR,
   type JsonRpcId,
@@ -30,6 +33,16 @@ export interface PendingRequest {
 const MAX_BUFFERED_MESSAGES = 1000
 /** Interval of SSE comments that keep idle GET streams from timing out in proxies. */
 const KEEPALIVE_MS = 15_000
+/** Maximum delay of `setTimeout` (about 24.8 days); a later expiry is checked again then. */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
+/** The reason Writ ended a session it revoked, sent to every request still in flight. */
+export interface SessionDenial {
+  reason: DenialReason
+  message: string
+  /** Extra fields for the `session.end` audit event, such as the lock id. */
+  details?: Record<string, unknown>
+}
 
 /**
  * One client session: a verified peer, one upstream, the requests in flight and where to deliver
@@ -58,6 +71,9 @@ export class Session {
   #keepalive: NodeJS.Timeout | undefined
   #queue: Promise<void> = Promise.resolve()
   #onEnd: (session: Session) => void
+  #expiryTimer: NodeJS.Timeout | undefined
+  /** Builds the response for requests that reach a session while or after it ends. */
+  #closingResponse: ((id: JsonRpcId) => JsonRpcMessage) | undefined
 
   constructor(options: {
     id: string
@@ -80,6 +96,7 @@ export class Session {
     this.#deps = options.deps
     this.#onEnd = options.onEnd
     this.logger = options.deps.logger.child({ session: this.id, server: this.server })
+    this.#scheduleExpiry()
   }
 
   /**
@@ -96,7 +113,34 @@ export class Session {
     this.identity = identity
     this.serial = identity.serial
     this.caller = callerOf(identity)
+    this.#scheduleExpiry()
     return true
+  }
+
+  /** Ends the session when its certificate expires; a renewed certificate moves the deadline. */
+  #scheduleExpiry(): void {
+    clearTimeout(this.#expiryTimer)
+    const delay = this.identity.notAfter.getTime() - this.#deps.clock()
+    this.#expiryTimer = setTimeout(
+      () => {
+        if (this.ended) return
+        if (this.#deps.clock() < this.identity.notAfter.getTime()) {
+          this.#scheduleExpiry()
+          return
+        }
+        const notAfter = this.identity.notAfter.toISOString()
+        void this.end({
+          reason: 'certificate_expired',
+          denial: {
+            reason: 'expired',
+            message: `client certificate expired at ${notAfter}; renew it and start a new session`,
+            details: { serial: this.serial, notAfter },
+          },
+        })
+      },
+      Math.min(Math.max(delay, 0), MAX_TIMER_MS),
+    )
+    this.#expiryTimer.unref()
   }
 
   /** Builds an audit event for this session with the caller, peer and server filled in. */
@@ -111,6 +155,11 @@ export class Session {
   }
 
   /** Records a request whose response the given exchange waits for. */
+  /** Reports whether a client request with this id is still waiting for its response. */
+  hasPending(id: JsonRpcId): boolean {
+    return this.#pending.has(idKey(id))
+  }
+
   track(message: JsonRpcMessage, exchange: PostExchange, tool?: string): PendingRequest {
     const id = message.id as JsonRpcId
     const pending: PendingRequest = {
@@ -124,6 +173,7 @@ export class Session {
     if (token !== undefined) pending.progressToken = token
     exchange.expect(id)
     this.#pending.set(idKey(id), pending)
+    if (this.#closingResponse !== undefined) this.answer(id, this.#closingResponse(id))
     return pending
   }
 
@@ -171,6 +221,8 @@ export class Session {
     message: JsonRpcMessage,
     transform: (pending: PendingRequest, m: JsonRpcMessage) => JsonRpcMessage,
   ): void {
+    // After the end starts, in-flight requests get the end's error, never a late result.
+    if (this.ended) return
     const kind = classifyMessage(message)
     if (kind === 'response' || kind === 'error') {
       const id = message.id
@@ -267,17 +319,21 @@ export class Session {
 
   /**
    * Ends the session: every pending request gets an error, streams close, the upstream stops and
-   * `session.end` is audited.
+   * `session.end` is audited. With `denial` (a lock or an expired certificate) the audit record
+   * is committed first, so each pending request gets a denial that names it.
    */
-  async end(cause: { reason: string; error?: Error }): Promise<void> {
+  async end(cause: { reason: string; error?: Error; denial?: SessionDenial }): Promise<void> {
     if (this.ended) return
     this.ended = true
+    clearTimeout(this.#expiryTimer)
     this.#onEnd(this)
-    const message = cause.error?.message ?? `session with upstream server "${this.server}" ended`
-    for (const pending of [...this.#pending.values()]) {
-      this.#pending.delete(idKey(pending.id))
-      this.#deliverResponse(pending, errorResponse(pending.id, INTERNAL_ERROR, message))
+    if (cause.denial !== undefined) {
+      await this.#endDenied(cause.reason, cause.denial)
+      return
     }
+    const message = clientEndMessage(this.server, cause.error)
+    this.#closingResponse = (id) => errorResponse(id, INTERNAL_ERROR, message)
+    this.#failPending()
     this.#eventStream?.end()
     clearInterval(this.#keepalive)
     const outcome = cause.error === undefined ? 'success' : 'error'
@@ -292,7 +348,41 @@ export class Session {
         }),
       ),
     ])
-    this.logger.info({ reason: cause.reason }, 'session ended')
+    if (cause.error === undefined) this.logger.info({ reason: cause.reason }, 'session ended')
+    else this.logger.warn({ reason: cause.reason, error: cause.error }, 'session ended')
+  }
+
+  async #endDenied(reason: string, denial: SessionDenial): Promise<void> {
+    let requestId: string | undefined
+    try {
+      const event = this.auditEvent({
+        type: 'session.end',
+        outcome: 'denied',
+        reason,
+        ...(denial.details === undefined ? {} : { details: denial.details }),
+      })
+      requestId = (await this.#deps.audit(event)).id
+    } catch (error) {
+      this.logger.error({ error, reason }, 'audit write failed')
+    }
+    this.#closingResponse = (id) =>
+      requestId === undefined
+        ? errorResponse(id, INTERNAL_ERROR, denial.message)
+        : denialResponse(id, denial.reason, denial.message, requestId)
+    this.#failPending()
+    this.#eventStream?.end()
+    clearInterval(this.#keepalive)
+    await Promise.allSettled([this.upstream?.close()])
+    this.logger.info({ reason, denial: denial.reason }, 'session ended')
+  }
+
+  #failPending(): void {
+    const respond = this.#closingResponse
+    if (respond === undefined) return
+    for (const pending of [...this.#pending.values()]) {
+      this.#pending.delete(idKey(pending.id))
+      this.#deliverResponse(pending, respond(pending.id))
+    }
   }
 }
 
@@ -305,5 +395,31 @@ export function callerOf(identity: PeerIdentity): AuditCaller {
     serial: identity.serial,
   }
   if (identity.claims.task !== undefined) caller.task = identity.claims.task.id
+  // A task's records name its reason and the certificate it was issued under.
+  Object.assign(caller, taskCallerFields(identity.spiffeId, identity.claims))
   return caller
+}
+
+/** Short descriptions of upstream failures, for clients that must not see server-side details. */
+const UPSTREAM_FAILURES: Record<string, string> = {
+  'gateway.upstream_exited': 'it exited',
+  'gateway.upstream_spawn_failed': 'it could not be started',
+  'gateway.upstream_timeout': 'it did not answer initialize in time',
+}
+
+/**
+ * Returns the message a client receives when its session ends. It names the server and what
+ * went wrong but leaves out stderr output, commands and paths, which stay in the Writ log and
+ * the audit record.
+ */
+function clientEndMessage(server: string, error: Error | undefined): string {
+  if (error === undefined) return `session with upstream server "${server}" ended`
+  const { code, fields } = error as { code?: unknown; fields?: Record<string, unknown> }
+  let what = typeof code === 'string' ? UPSTREAM_FAILURES[code] : undefined
+  if (code === 'gateway.upstream_exited' && fields !== undefined) {
+    what = fields.signal
+      ? `it exited on signal ${fields.signal}`
+      : `it exited with code ${fields.code}`
+  }
+  return `upstream server "${server}" is unavailable: ${what ?? 'the session failed'}; the Writ server log has the details`
 }

@@ -9,6 +9,8 @@ export interface HttpUpstreamOptions {
   config: HttpUpstreamConfig
   events: UpstreamEvents
   logger: Logger
+  /** Computes per-request headers, such as the caller's identity JWT; see `McpHttpClientOptions`. */
+  headersFor?: () => Promise<Record<string, string>>
 }
 
 /**
@@ -23,6 +25,7 @@ export function createHttpUpstream(options: HttpUpstreamOptions): Upstream {
     url: config.url,
     headers: config.headers ?? {},
     logger,
+    ...(options.headersFor === undefined ? {} : { headersFor: options.headersFor }),
     onMessage: (message) => {
       if (!closed) events.onMessage(message)
     },

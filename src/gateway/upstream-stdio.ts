@@ -1,4 +1,5 @@
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { WritError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { StdioUpstreamConfig } from './deps.js'
@@ -75,6 +76,16 @@ export function createStdioUpstream(options: StdioUpstreamOptions): Upstream {
   }
 
   function start(): Promise<void> {
+    // spawn reports a missing working directory as ENOENT of the command, which misleads.
+    if (config.cwd !== undefined && !existsSync(config.cwd)) {
+      return Promise.reject(
+        new WritError(
+          'gateway.upstream_spawn_failed',
+          `upstream server "${server}" failed to start: its working directory ${config.cwd} does not exist`,
+          { server, cwd: config.cwd },
+        ),
+      )
+    }
     return new Promise((resolve, reject) => {
       const spawned = spawn(config.command, config.args ?? [], {
         cwd: config.cwd,

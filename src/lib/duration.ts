@@ -25,8 +25,18 @@ export function parseDuration(text: string, field = 'duration'): number {
       value: text,
     })
   }
+  if (!Number.isSafeInteger(seconds) || seconds > MAX_DURATION_SECONDS) {
+    throw new WritError(
+      'duration.invalid',
+      `invalid ${field} "${text}": must be at most ${MAX_DURATION_SECONDS / 86400}d`,
+      { field, value: text },
+    )
+  }
   return seconds
 }
+
+/** The longest duration accepted anywhere: 3650 days, the default lifetime of the CA itself. */
+export const MAX_DURATION_SECONDS = 3650 * 86400
 
 /** Formats whole seconds as the shortest duration string, such as `1h30m`. */
 export function formatDuration(seconds: number): string {

@@ -207,8 +207,9 @@ function lineOf(position: Position, path: FieldPath): number | undefined {
  */
 export function readManifestFile(path: string): { text: string; source: string } {
   const source = path === '-' ? 'stdin' : path
+  let text: string
   try {
-    return { text: readFileSync(path === '-' ? 0 : path, 'utf8'), source }
+    text = readFileSync(path === '-' ? 0 : path, 'utf8')
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code ?? 'unknown error'
     throw new WritError(
@@ -218,7 +219,18 @@ export function readManifestFile(path: string): { text: string; source: string }
       { cause: error },
     )
   }
+  if (text.length > MAX_MANIFEST_CHARS) {
+    throw new WritError(
+      'manifest.too_large',
+      `manifest file "${path}" has ${text.length} characters, more than the ${MAX_MANIFEST_CHARS} allowed; split it into several files`,
+      { path, length: text.length },
+    )
+  }
+  return { text, source }
 }
+
+/** The largest manifest file accepted, in characters: 1 MiB of text is far beyond any policy. */
+export const MAX_MANIFEST_CHARS = 1024 * 1024
 
 /**
  * Prepares a JoinToken for storage: `ttl` becomes an absolute `expires` counted from `now`, and a

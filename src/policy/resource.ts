@@ -1,7 +1,14 @@
 /** The API version every Writ manifest carries. */
 export const API_VERSION = 'writ.dev/v1alpha1'
 
-export const RESOURCE_KINDS = ['Role', 'Bot', 'JoinToken', 'McpServer'] as const
+export const RESOURCE_KINDS = [
+  'Role',
+  'Bot',
+  'JoinToken',
+  'McpServer',
+  'User',
+  'OidcConnector',
+] as const
 export type ResourceKind = (typeof RESOURCE_KINDS)[number]
 
 /** A validated manifest as stored. `spec` has the shape of its kind (see `src/policy/manifest.ts`). */

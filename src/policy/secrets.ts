@@ -12,6 +12,7 @@ import { readFileSync } from 'node:fs'
 import { WritError } from '../errors.js'
 import type { HttpUpstreamConfig, StdioUpstreamConfig } from '../gateway/deps.js'
 import { parseDuration } from '../lib/duration.js'
+import { resolveIdentityJwt } from './identity-jwt-spec.js'
 import type { McpServerSpec } from './specs.js'
 
 /** A piece of a string with references: literal text, or a reference to resolve. */
@@ -130,6 +131,8 @@ export function resolveServerSpec(
     const http: HttpUpstreamConfig = { url: resolveText(resolver, spec.http.url, 'http.url') }
     checkResolvedUrl(http.url, serverName)
     if (spec.http.headers) http.headers = resolveMap(resolver, spec.http.headers, 'http.headers')
+    const identityJwt = resolveIdentityJwt(spec.http.identityJwt)
+    if (identityJwt) http.identityJwt = identityJwt
     resolved.http = http
   }
   if (spec.startupTimeout !== undefined) {

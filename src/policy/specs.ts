@@ -4,6 +4,8 @@
  * to load is rejected when it is applied.
  */
 
+import { type KubernetesJoinSpec, validateKubernetesJoinToken } from '../kube/join-spec.js'
+import { validateAccessOptions } from './access-rules.js'
 import {
   atField,
   checkLabelKey,
@@ -21,7 +23,9 @@ import {
   type FieldPath,
   optionalString,
 } from './fields.js'
+import { type IdentityJwtSpec, validateIdentityJwt } from './identity-jwt-spec.js'
 import { compilePattern } from './pattern.js'
+import { validateOidcConnector, validateUser } from './people-specs.js'
 import type { ResourceKind } from './resource.js'
 import { hasReferences, parseReferences } from './secrets.js'
 import { compileSelector, WILDCARD } from './selector.js'
@@ -40,6 +44,14 @@ export interface RoleSpec {
   maxTtl?: string
   allow?: RoleRules
   deny?: RoleRules
+  /** Roles that holders of this role may request for a limited time. */
+  requests?: {
+    roles: string[]
+    /** The longest grant a request may ask for, such as `4h` (default 1h). */
+    maxDuration?: string
+  }
+  /** Requested roles that holders of this role may approve or deny. */
+  review?: { roles: string[] }
 }
 
 export interface BotSpec {
@@ -55,7 +67,9 @@ export interface BotSpec {
  */
 export interface JoinTokenSpec {
   bot: string
-  method: 'token'
+  method: 'token' | 'kubernetes'
+  /** Which service accounts may join and how their tokens are verified (`method: kubernetes`). */
+  kubernetes?: KubernetesJoinSpec
   /** ISO 8601 time after which the token no longer works. */
   expires?: string
   ttl?: string
@@ -75,6 +89,8 @@ export interface StdioServerSpec {
 export interface HttpServerSpec {
   url: string
   headers?: Record<string, string>
+  /** Send the caller's identity as a short-lived JWT; see `identity-jwt-spec.ts`. */
+  identityJwt?: IdentityJwtSpec
 }
 
 /** An upstream MCP server: exactly one of `stdio` and `http`. */
@@ -86,7 +102,7 @@ export interface McpServerSpec {
   http?: HttpServerSpec
 }
 
-const JOIN_METHODS = ['token']
+const JOIN_METHODS = ['token', 'kubernetes']
 const TOKEN_HASH = /^[0-9a-f]{64}$/
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 
@@ -103,14 +119,17 @@ export function validateSpec(kind: ResourceKind, value: unknown): void {
       Bot: validateBot,
       JoinToken: validateJoinToken,
       McpServer: validateMcpServer,
+      User: validateUser,
+      OidcConnector: validateOidcConnector,
     }
   validators[kind](spec, path)
 }
 
 function validateRole(spec: Record<string, unknown>, path: FieldPath): void {
-  expectKnownFields(spec, path, ['description', 'maxTtl', 'allow', 'deny'])
+  expectKnownFields(spec, path, ['description', 'maxTtl', 'allow', 'deny', 'requests', 'review'])
   optionalString(spec, 'description', path)
   if (spec.maxTtl !== undefined) expectDuration(spec.maxTtl, [...path, 'maxTtl'])
+  validateAccessOptions(spec, path)
   for (const block of ['allow', 'deny'] as const) {
     if (spec[block] === undefined) continue
     const rulesPath = [...path, block]
@@ -166,13 +185,31 @@ function validateBot(spec: Record<string, unknown>, path: FieldPath): void {
 }
 
 function validateJoinToken(spec: Record<string, unknown>, path: FieldPath): void {
-  expectKnownFields(spec, path, ['bot', 'method', 'expires', 'ttl', 'token', 'tokenHash'])
+  expectKnownFields(spec, path, [
+    'bot',
+    'method',
+    'expires',
+    'ttl',
+    'token',
+    'tokenHash',
+    'kubernetes',
+  ])
   expectName(expectPresent(spec, 'bot', path, 'the name of a Bot'), [...path, 'bot'])
   const method = expectString(expectPresent(spec, 'method', path, 'token'), [...path, 'method'])
   if (!JOIN_METHODS.includes(method)) {
     throw new FieldError(
       [...path, 'method'],
       `unknown join method "${method}" (supported: ${JOIN_METHODS.join(', ')})`,
+    )
+  }
+  if (method === 'kubernetes') {
+    validateKubernetesJoinToken(spec, path)
+    return
+  }
+  if (spec.kubernetes !== undefined) {
+    throw new FieldError(
+      [...path, 'kubernetes'],
+      'kubernetes settings apply only to a join token with method: kubernetes',
     )
   }
   requireOneOf(spec, path, 'expires', 'ttl', 'an ISO 8601 time or a duration such as 1h')
@@ -237,7 +274,7 @@ function validateStdio(value: unknown, path: FieldPath): void {
 
 function validateHttp(value: unknown, path: FieldPath): void {
   const http = expectMapping(value, path)
-  expectKnownFields(http, path, ['url', 'headers'])
+  expectKnownFields(http, path, ['url', 'headers', 'identityJwt'])
   const urlPath = [...path, 'url']
   const url = expectString(expectPresent(http, 'url', path, 'an http or https URL'), urlPath)
   checkReferences(url, urlPath)
@@ -256,6 +293,10 @@ function validateHttp(value: unknown, path: FieldPath): void {
       }
       checkReferences(item, [...headersPath, name])
     }
+  }
+  if (http.identityJwt !== undefined) {
+    const headers = http.headers as Record<string, string> | undefined
+    validateIdentityJwt(http.identityJwt, [...path, 'identityJwt'], headers)
   }
 }
 

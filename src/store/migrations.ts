@@ -75,4 +75,94 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 2,
+    name: 'locks and bot instance generations',
+    sql: `
+      CREATE TABLE locks (
+        id TEXT PRIMARY KEY,
+        target_kind TEXT NOT NULL,
+        target_value TEXT NOT NULL,
+        message TEXT NOT NULL,
+        created TEXT NOT NULL,
+        expires TEXT,
+        created_by TEXT NOT NULL
+      );
+
+      CREATE TABLE lock_version (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        version INTEGER NOT NULL
+      );
+      INSERT INTO lock_version (id, version) VALUES (1, 0);
+
+      -- Renewal reads the newest generation issued to a bot instance.
+      CREATE INDEX certificates_bot_instance ON certificates (bot_instance, generation)
+        WHERE bot_instance IS NOT NULL;
+    `,
+  },
+  {
+    version: 3,
+    name: 'people: credentials, enrollment codes, login throttling, single sign-on',
+    sql: `
+      CREATE TABLE user_credentials (
+        user_name TEXT PRIMARY KEY,
+        password_hash TEXT NOT NULL,
+        -- Base32. NOTE: stored as is, protected only by the file mode of the database.
+        totp_secret TEXT NOT NULL,
+        last_totp_step INTEGER,
+        enrolled_at TEXT NOT NULL
+      );
+
+      CREATE TABLE enrollment_codes (
+        code_hash TEXT PRIMARY KEY,
+        user_name TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        -- Epoch milliseconds.
+        expires_at INTEGER NOT NULL,
+        used_at TEXT
+      );
+      CREATE INDEX enrollment_codes_user ON enrollment_codes (user_name);
+
+      CREATE TABLE login_failures (
+        throttle_key TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        last_failure_at INTEGER NOT NULL
+      );
+
+      CREATE TABLE sso_flows (
+        state_hash TEXT PRIMARY KEY,
+        connector TEXT NOT NULL,
+        nonce TEXT NOT NULL,
+        redirect_uri TEXT NOT NULL,
+        code_challenge TEXT NOT NULL,
+        -- Times in epoch milliseconds.
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at INTEGER
+      );
+    `,
+  },
+  {
+    version: 4,
+    name: 'access requests',
+    sql: `
+      CREATE TABLE access_requests (
+        id TEXT PRIMARY KEY,
+        requester TEXT NOT NULL,
+        requester_kind TEXT NOT NULL,
+        -- JSON list of requested role names.
+        roles TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        ttl_seconds INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'approved', 'denied')),
+        -- Times in epoch milliseconds.
+        created INTEGER NOT NULL,
+        reviewer TEXT,
+        review_reason TEXT,
+        decided INTEGER,
+        expires INTEGER
+      );
+      CREATE INDEX access_requests_created ON access_requests (created);
+    `,
+  },
 ]

@@ -1,6 +1,6 @@
 import { closeSync, openSync } from 'node:fs'
 import Database from 'better-sqlite3'
-import { GENESIS_HASH } from '../audit/chain.js'
+import { AUDIT_HEAD_META_KEY, GENESIS_HASH } from '../audit/chain.js'
 import type { AuditCaller, AuditEvent, AuditQuery } from '../audit/types.js'
 import { type Clock, systemClock } from '../clock.js'
 import { isWritError, WritError } from '../errors.js'
@@ -8,6 +8,9 @@ import { parseDuration } from '../lib/duration.js'
 import { type Logger, silentLogger } from '../log.js'
 import type { Resource, ResourceKind } from '../policy/resource.js'
 import { MIGRATIONS } from './migrations.js'
+import { sqliteAccessRequests } from './sqlite-access-requests.js'
+import { createSqliteLockMethods } from './sqlite-locks.js'
+import { createSqlitePeopleStore } from './sqlite-people.js'
 import type { IssuedCertificateRecord, Store, TokenRefusal } from './store.js'
 
 /** How long a statement waits for another connection's write lock before failing, in ms. */
@@ -96,7 +99,8 @@ function createPrivateFile(path: string): void {
 
 /** Applies pending migrations in one IMMEDIATE transaction, so concurrent openers migrate once. */
 function migrate(db: Database.Database): void {
-  const latest = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0
+  // The highest version, not the last entry's: entries may be listed out of numeric order.
+  const latest = Math.max(0, ...MIGRATIONS.map((migration) => migration.version))
   db.transaction(() => {
     db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
       version INTEGER PRIMARY KEY,
@@ -148,6 +152,9 @@ function createSqliteStore(db: Database.Database, clock: Clock, logger: Logger):
     recordCertificate: db.prepare(
       `INSERT INTO certificates (serial, spiffe_id, kind, not_before, not_after, bot_instance,
          generation, parent_serial, recorded) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ),
+    latestCertificateExpiry: db.prepare(
+      'SELECT MAX(not_after) AS latest FROM certificates WHERE recorded < ?',
     ),
     lastAudit: db.prepare('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1'),
     insertAudit: db.prepare(
@@ -217,11 +224,23 @@ function createSqliteStore(db: Database.Database, clock: Clock, logger: Logger):
           row.json,
         )
       }
+      // The head records the newest event in the same transaction, so verification can tell
+      // when events were deleted from the end of the log, which leaves no gap behind.
+      const head = events[events.length - 1]
+      if (head !== undefined) {
+        statements.setMeta.run(
+          AUDIT_HEAD_META_KEY,
+          JSON.stringify({ seq: head.seq, hash: head.hash }),
+        )
+      }
       return events
     },
   )
 
   return {
+    ...sqliteAccessRequests(db),
+    ...createSqliteLockMethods(db, clock),
+    ...createSqlitePeopleStore(db, clock),
     async putResource(resource) {
       putResource.immediate(resource)
     },
@@ -256,6 +275,13 @@ function createSqliteStore(db: Database.Database, clock: Clock, logger: Logger):
         record.parentSerial ?? null,
         new Date(clock()).toISOString(),
       )
+    },
+    async latestCertificateExpiry(recordedBefore: number) {
+      // `recorded` contains toISOString() text, whose fixed format sorts in time order.
+      const row = statements.latestCertificateExpiry.get(
+        new Date(recordedBefore).toISOString(),
+      ) as { latest: number | null }
+      return row.latest ?? undefined
     },
     async appendAudit(build) {
       return appendAudit.immediate(build)

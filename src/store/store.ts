@@ -1,5 +1,7 @@
 import type { AuditEvent, AuditQuery } from '../audit/types.js'
+import type { Lock } from '../authority/locks.js'
 import type { Resource, ResourceKind } from '../policy/resource.js'
+import type { PeopleStore } from './people-store.js'
 
 /** Why a join token cannot be used. */
 export type TokenRefusal = 'token_unknown' | 'token_used' | 'token_expired'
@@ -16,11 +18,42 @@ export interface IssuedCertificateRecord {
   parentSerial?: string
 }
 
+/** A just-in-time access request as stored. Times are epoch milliseconds. */
+export interface AccessRequestRecord {
+  /** Random UUID. */
+  id: string
+  /** SPIFFE ID of the requesting principal (never a task certificate's ID). */
+  requester: string
+  requesterKind: string
+  roles: string[]
+  reason: string
+  /** How long the grant lasts once approved, counted from the approval. */
+  ttlSeconds: number
+  state: 'pending' | 'approved' | 'denied'
+  created: number
+  /** SPIFFE ID of the reviewer who approved or denied it. */
+  reviewer?: string
+  reviewReason?: string
+  decided?: number
+  /** When an approved grant ends. */
+  expires?: number
+}
+
+/** The decision written once onto a pending access request. */
+export interface AccessRequestDecision {
+  state: 'approved' | 'denied'
+  reviewer: string
+  reviewReason: string
+  decided: number
+  expires?: number
+}
+
 /**
  * The storage interface. SQLite (`src/store/sqlite.ts`) is the embedded default; a PostgreSQL
  * implementation will share this interface, which is why every method is asynchronous.
+ * The methods for people (credentials, login throttling, single sign-on) are in `PeopleStore`.
  */
-export interface Store {
+export interface Store extends PeopleStore {
   /** Inserts or replaces a manifest and increments the policy version in the same transaction. */
   putResource(resource: Resource): Promise<void>
   getResource(kind: ResourceKind, name: string): Promise<Resource | undefined>
@@ -40,6 +73,45 @@ export interface Store {
   ): Promise<{ ok: true; token: Resource } | { ok: false; reason: TokenRefusal; token?: Resource }>
 
   recordCertificate(record: IssuedCertificateRecord): Promise<void>
+  /**
+   * Returns the latest `notAfter` (ms) of the certificates recorded before `recordedBefore` (ms),
+   * or undefined when there are none. CA rotation uses it to learn when the last certificate
+   * issued under an older CA state expires.
+   */
+  latestCertificateExpiry(recordedBefore: number): Promise<number | undefined>
+
+  createAccessRequest(record: AccessRequestRecord): Promise<void>
+  getAccessRequest(id: string): Promise<AccessRequestRecord | undefined>
+  /** Returns the newest `limit` access requests, newest first. */
+  listAccessRequests(limit: number): Promise<AccessRequestRecord[]>
+  /**
+   * Records the decision only if the request is still pending, atomically, and returns the
+   * updated request; returns undefined when it was already decided or does not exist.
+   */
+  decideAccessRequest(
+    id: string,
+    decision: AccessRequestDecision,
+  ): Promise<AccessRequestRecord | undefined>
+
+  /**
+   * Records a renewed bot certificate unless its bot instance already has a generation newer than
+   * `presentedGeneration`, the generation of the certificate that asked for the renewal. The
+   * check and the insert run in one transaction, so of two renewals presenting the same
+   * certificate only the first succeeds. Returns the newest generation on a stale renewal.
+   */
+  recordRenewal(
+    record: IssuedCertificateRecord & { botInstance: string; generation: number },
+    presentedGeneration: number,
+  ): Promise<{ ok: true } | { ok: false; latest: number }>
+
+  /** Stores a new lock and increments the lock version in the same transaction. */
+  putLock(lock: Lock): Promise<void>
+  /** Deletes a lock and increments the lock version; returns the deleted lock, if it existed. */
+  deleteLock(id: string): Promise<Lock | undefined>
+  /** Every stored lock, expired ones included, oldest first. */
+  listLocks(): Promise<Lock[]>
+  /** A counter that changes whenever a lock is created or deleted, in this process or another. */
+  lockVersion(): Promise<number>
 
   /**
    * Appends events to the hash chain in one transaction. `build` receives the hash and sequence

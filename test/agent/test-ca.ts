@@ -149,7 +149,8 @@ function leafExtensions(usages: string[], san: SubjectAlternativeName): Extensio
 
 function signCertificate(signingKey: KeyObject, fields: CertificateFields): string {
   const serial = randomBytes(16)
-  serial[0] = (serial[0] as number) & 0x7f
+  // Positive, and never a leading zero byte, which DER would require to be dropped.
+  serial[0] = ((serial[0] as number) & 0x7f) | 0x40
   const tbs = new TBSCertificate({
     version: Version.v3,
     serialNumber: new Uint8Array(serial).buffer,

@@ -167,3 +167,25 @@ test('verify detects a rehashed edit', async () => {
   })
   await store.close()
 })
+
+test('verify detects events removed from the end', async () => {
+  const { store, path } = await chainOf(5)
+  tamper(path, 'DELETE FROM audit WHERE seq = 5')
+  const result = await verifyAuditChain(store)
+  assert.equal(result.ok, false)
+  assert.equal(result.ok ? undefined : result.seq, 5)
+  assert.equal(result.count, 4)
+  assert.match(result.ok ? '' : result.reason, /events 5 to 5 were removed from the end/)
+  await store.close()
+})
+
+test('verify detects an emptied log', async () => {
+  const { store, path } = await chainOf(3)
+  const raw = new Database(path)
+  raw.prepare('DELETE FROM audit').run()
+  raw.close()
+  const result = await verifyAuditChain(store)
+  assert.equal(result.ok, false)
+  assert.match(result.ok ? '' : result.reason, /events 1 to 3 were removed/)
+  await store.close()
+})

@@ -135,13 +135,15 @@ describe('malformed MCP requests over HTTPS', () => {
     assert.equal(result.content[0]?.text, 'ok 😀🎉 done')
   })
 
-  it('unknown server gets 404', async () => {
-    const reply = await post(initializeBody('2025-06-18'), { server: 'no-such-server' })
-    assert.equal(reply.status, 404)
-    assert.match(
-      (replyJson(reply) as ErrorBody).error.message,
-      /MCP server "no-such-server" not found/,
-    )
+  it('unknown server answered like a forbidden one', async () => {
+    const unknown = await post(initializeBody('2025-06-18'), { server: 'no-such-server' })
+    assert.equal(unknown.status, 403)
+    const unknownError = (replyJson(unknown) as ErrorBody).error
+    assert.match(unknownError.message, /access to MCP server "no-such-server" is not allowed/)
+    const forbidden = await post(initializeBody('2025-06-18'), { server: 'hidden' })
+    assert.equal(forbidden.status, 403)
+    const forbiddenError = (replyJson(forbidden) as ErrorBody).error
+    assert.match(forbiddenError.message, /access to MCP server "hidden" is not allowed/)
   })
 
   it('upstream exit reported within 2 s', async () => {
@@ -149,8 +151,8 @@ describe('malformed MCP requests over HTTPS', () => {
     const reply = await post(initializeBody('2025-06-18'), { server: 'broken' })
     const elapsed = Date.now() - started
     const { error } = replyJson(reply) as ErrorBody
-    assert.match(error.message, /upstream server "broken" exited with code 3/)
-    assert.match(error.message, /cannot open database/)
+    assert.match(error.message, /upstream server "broken" is unavailable: it exited with code 3/)
+    assert.doesNotMatch(error.message, /cannot open database/)
     assert.ok(elapsed < 2000, `the error took ${elapsed} ms`)
   })
 })

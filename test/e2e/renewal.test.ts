@@ -99,11 +99,17 @@ describe('certificate renewal with a live bridge', () => {
       200,
     )
     assert.notEqual(renewed, firstSerial)
-    assert.match(
-      agentStdout,
-      /renewed spiffe:\/\/writ\.local\/bot\/renewing-agent serial/,
-      agentStderr,
+    // The agent prints its line just after it renames the files into place, so wait for it too.
+    const printed = await waitFor(
+      'the agent to print the renewal',
+      () =>
+        /renewed spiffe:\/\/writ\.local\/bot\/renewing-agent serial/.test(agentStdout)
+          ? true
+          : undefined,
+      10_000,
+      100,
     )
+    assert.equal(printed, true, agentStderr)
   })
 
   it('bridge reloads and keeps working', async () => {

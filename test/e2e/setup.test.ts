@@ -234,6 +234,25 @@ describe('writ bots add and writ agent', () => {
     assert.match(result.stderr, /invalid --audit-sync "sometimes": use normal or full/)
   })
 
+  it('bots add rejects a TTL out of range', async () => {
+    for (const ttl of ['30d', '1s']) {
+      const result = await writ('bots', 'add', 'long-agent', '--roles', 'e2e-reader', '--ttl', ttl)
+      assert.equal(result.code, 2, ttl)
+      assert.match(
+        result.stderr,
+        new RegExp(`invalid --ttl "${ttl}": use a duration from 5s to 24h`),
+      )
+    }
+  })
+
+  it('get on a missing data dir fails', async () => {
+    const missing = join(temporaryDirectory('missing'), 'nothing-here')
+    const result = await runWrit(['get', 'Role', '--data-dir', missing])
+    assert.equal(result.code, 1)
+    assert.match(result.stderr, /no Writ data directory at .*nothing-here/)
+    assert.match(result.stderr, /\[host\.not_found\]/)
+  })
+
   it('bots add rejects a bad TTL', async () => {
     const result = await writ(
       'bots',

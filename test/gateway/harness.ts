@@ -66,6 +66,7 @@ export async function startGateway(options: {
   servers: Record<string, Omit<UpstreamConfig, 'name'>>
   allowTool: (tool: string) => boolean
   maxBodyBytes?: number
+  maxSessionsPerPrincipal?: number
 }): Promise<TestGateway> {
   const audit: TestGateway['audit'] = []
   const deps: GatewayDeps = {
@@ -85,7 +86,12 @@ export async function startGateway(options: {
     },
     logger: silentLogger,
     clock: Date.now,
-    limits: { maxBodyBytes: options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES },
+    limits: {
+      maxBodyBytes: options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
+      ...(options.maxSessionsPerPrincipal === undefined
+        ? {}
+        : { maxSessionsPerPrincipal: options.maxSessionsPerPrincipal }),
+    },
   }
   const handler = createMcpHandler(deps)
   const server: Server = createServer((req, res) => {

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { after, before, test } from 'node:test'
 import { WRIT_DENIED_CODE } from '../../src/gateway/jsonrpc.js'
@@ -13,6 +14,16 @@ import {
 
 let gateway: TestGateway
 let url: string
+const recordFile = tempFile('raw.jsonl')
+
+/** Returns every line the recording upstream received so far. */
+function received(): string {
+  try {
+    return readFileSync(recordFile, 'utf8')
+  } catch {
+    return ''
+  }
+}
 
 before(async () => {
   gateway = await startGateway({
@@ -21,13 +32,14 @@ before(async () => {
         stdio: {
           command: process.execPath,
           args: [join(FIXTURES, 'recording-server.mjs')],
-          env: { RECORD_FILE: tempFile('raw.jsonl') },
+          env: { RECORD_FILE: recordFile },
         },
         secrets: [],
       },
     },
     allowTool: () => true,
     maxBodyBytes: 2048,
+    maxSessionsPerPrincipal: 12,
   })
   url = gateway.url('notes')
 })
@@ -118,4 +130,97 @@ test('second GET stream gets 409', async () => {
   const second = await fetch(url, { headers })
   assert.equal(second.status, 409)
   controller.abort()
+})
+
+test('deep nesting rejected, server survives', async () => {
+  const session = await open('2025-06-18')
+  const depth = 500
+  const body = `{"jsonrpc":"2.0","id":5,"method":"tools/list","params":{"x":${'['.repeat(depth)}${']'.repeat(depth)}}}`
+  const reply = await post(url, body, { 'mcp-session-id': session })
+  assert.equal(reply.status, 400)
+  const error = (reply.body as { error: { code: number; message: string } }).error
+  assert.equal(error.code, -32600)
+  assert.match(error.message, /deeper than 128 levels/)
+  const alive = await post(url, JSON.stringify(ping(6)), { 'mcp-session-id': session })
+  assert.equal(alive.status, 200)
+})
+
+test('tools/call notification never forwarded', async () => {
+  const session = await open('2025-06-18')
+  const call = {
+    jsonrpc: '2.0',
+    method: 'tools/call',
+    params: { name: 'write_note', arguments: { marker: 'notif-7d1' } },
+  }
+  const reply = await post(url, JSON.stringify(call), { 'mcp-session-id': session })
+  assert.equal(reply.status, 400)
+  const error = (reply.body as { error: { code: number; message: string } }).error
+  assert.equal(error.code, -32600)
+  assert.match(error.message, /must be sent as a request with an id/)
+  assert.ok(!received().includes('notif-7d1'))
+})
+
+test('method case variants rejected', async () => {
+  const session = await open('2025-06-18')
+  for (const method of ['TOOLS/CALL', 'tools/call ', 'Tools/List']) {
+    const call = {
+      jsonrpc: '2.0',
+      id: 9,
+      method,
+      params: { name: 'write_note', arguments: { marker: 'case-3e9' } },
+    }
+    const reply = await post(url, JSON.stringify(call), { 'mcp-session-id': session })
+    assert.equal(reply.status, 400, method)
+    const error = (reply.body as { error: { code: number; message: string } }).error
+    assert.equal(error.code, -32600, method)
+    assert.match(error.message, /invalid method name/, method)
+  }
+  assert.ok(!received().includes('case-3e9'))
+})
+
+test('duplicate request id rejected', async () => {
+  const session = await open('2025-03-26')
+  const list = { jsonrpc: '2.0', id: 7, method: 'tools/list' }
+  const call = {
+    jsonrpc: '2.0',
+    id: 7,
+    method: 'tools/call',
+    params: { name: 'read_note', arguments: { marker: 'dup-5a2' } },
+  }
+  const reply = await post(url, JSON.stringify([list, call]), { 'mcp-session-id': session })
+  assert.equal(reply.status, 200)
+  const items = reply.body as Array<{
+    id: number
+    result?: unknown
+    error?: { code: number; message: string }
+  }>
+  assert.equal(items.length, 2)
+  const rejected = items.find((item) => item.error !== undefined)
+  assert.ok(rejected, JSON.stringify(items))
+  assert.equal(rejected.error?.code, -32600)
+  assert.match(rejected.error?.message ?? '', /already in use/)
+  assert.ok(items.some((item) => item.result !== undefined))
+  assert.ok(!received().includes('dup-5a2'))
+})
+
+test('session cap per principal', async () => {
+  const opened: string[] = []
+  let refused: Awaited<ReturnType<typeof post>> | undefined
+  for (let attempt = 0; attempt < 20 && refused === undefined; attempt++) {
+    const reply = await post(url, initializeBody('2025-06-18'))
+    if (reply.status === 200) opened.push(reply.headers.get('mcp-session-id') as string)
+    else refused = reply
+  }
+  assert.ok(refused, 'no session was refused')
+  assert.equal(refused.status, 429)
+  const error = (
+    refused.body as { error: { code: number; message: string; data: { reason: string } } }
+  ).error
+  assert.equal(error.code, WRIT_DENIED_CODE)
+  assert.equal(error.data.reason, 'rate_limited')
+  assert.match(error.message, /limit 12/)
+  for (const session of opened)
+    await fetch(url, { method: 'DELETE', headers: { 'mcp-session-id': session } })
+  const after = await post(url, initializeBody('2025-06-18'))
+  assert.equal(after.status, 200)
 })

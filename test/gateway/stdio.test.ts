@@ -105,8 +105,8 @@ test('upstream exiting at start names server', async () => {
   const client = new Client({ name: 'test', version: '1.0.0' })
   const transport = new StreamableHTTPClientTransport(new URL(gateway.url('broken')))
   await assert.rejects(client.connect(transport), (error: Error) => {
-    assert.match(error.message, /upstream server "broken" exited with code 3/)
-    assert.match(error.message, /cannot open database/)
+    assert.match(error.message, /upstream server "broken" is unavailable: it exited with code 3/)
+    assert.doesNotMatch(error.message, /cannot open database/)
     return true
   })
 })

@@ -468,9 +468,9 @@ test('rejects invalid join tokens', () => {
     [`  method: token\n${expires}${hash}`, 'spec.bot', ['missing required field']],
     [`  bot: ci-agent\n${expires}${hash}`, 'spec.method', ['missing required field']],
     [
-      `  bot: ci-agent\n  method: kubernetes\n${expires}${hash}`,
+      `  bot: ci-agent\n  method: cloud\n${expires}${hash}`,
       'spec.method',
-      ['unknown join method "kubernetes"'],
+      ['unknown join method "cloud" (supported: token, kubernetes)'],
     ],
     [`${base}${hash}`, 'spec', ['missing expires or ttl']],
     [`${base}${expires}  ttl: 1h\n${hash}`, 'spec', ['set exactly one of expires and ttl']],

@@ -1,0 +1,10 @@
+// The oidc-provider package ships no type declarations; these cover what the tests use.
+declare module 'oidc-provider' {
+  import type { IncomingMessage, ServerResponse } from 'node:http'
+
+  export default class Provider {
+    constructor(issuer: string, configuration: Record<string, unknown>)
+    callback(): (req: IncomingMessage, res: ServerResponse) => void
+    on(event: string, listener: (...args: unknown[]) => void): this
+  }
+}
