@@ -35,6 +35,7 @@ metadata: { name: ${HTTP_SERVER_NAME}, labels: { bench: 'true' } }
 spec:
   http:
     url: ${JSON.stringify(httpUrl)}
+    allowPrivateNetwork: true
 ---
 apiVersion: writ.dev/v1alpha1
 kind: Role

@@ -1,10 +1,14 @@
 import { readFileSync } from 'node:fs'
 import type { UpstreamConfig } from './gateway/deps.js'
+import type { RateLimitConfig } from './guard/limits.js'
+import { roleRateLimits, strictestLimits } from './guard/limits-spec.js'
+import { serverTrustConfig } from './guard/server-trust-spec.js'
 import type { PeerIdentity } from './identity/types.js'
 import type { Logger } from './log.js'
 import { compilePolicy, type Policy } from './policy/policy.js'
 import type { Resource } from './policy/resource.js'
 import { resolveServerSpec } from './policy/secrets.js'
+import type { McpServerSpec } from './policy/specs.js'
 import type { Store } from './store/store.js'
 
 /** A server as `writ mcp ls` shows it to a caller who may use it. */
@@ -25,6 +29,7 @@ export class PolicyCache {
   #policy: Policy = compilePolicy([], [])
   #servers = new Map<string, Resource>()
   #upstreams = new Map<string, UpstreamConfig | Error>()
+  #roleLimits = new Map<string, RateLimitConfig>()
 
   constructor(
     private readonly store: Store,
@@ -39,10 +44,17 @@ export class PolicyCache {
     const roles = await this.store.listResources('Role')
     const servers = await this.store.listResources('McpServer')
     this.#policy = compilePolicy(roles, servers)
+    this.#roleLimits = roleRateLimits(roles)
     this.#servers = new Map(servers.map((server) => [server.metadata.name, server]))
     this.#upstreams.clear()
     this.#version = version
     this.logger.info({ version, roles: roles.length, servers: servers.length }, 'policy loaded')
+  }
+
+  /** Returns the strictest rate limits among the caller's roles, or undefined if none sets any. */
+  roleRateLimits(identity: PeerIdentity): RateLimitConfig | undefined {
+    if (this.#roleLimits.size === 0) return undefined
+    return strictestLimits(identity.claims.roles, this.#roleLimits)
   }
 
   current(): Policy {
@@ -95,9 +107,12 @@ function toUpstreamConfig(resource: Resource, env: NodeJS.ProcessEnv): UpstreamC
     readFileSync,
     resource.metadata.name,
   )
+  const toolPinning = (resource.spec as McpServerSpec).toolPinning
   return {
     name: resource.metadata.name,
     ...resolved.spec,
+    ...(toolPinning === undefined ? {} : { toolPinning }),
+    ...serverTrustConfig(resource),
     secrets: resolved.secrets,
   } as UpstreamConfig
 }

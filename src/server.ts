@@ -20,8 +20,14 @@ import { createTaskAuthority } from './authority/tasks.js'
 import { createPeopleRoutes, isUserRoute } from './authority/user-routes.js'
 import { createWellKnownRoutes } from './authority/well-known.js'
 import { WritError } from './errors.js'
+import { AGGREGATE_SERVER, withAggregate } from './gateway/aggregate.js'
+import type { GatewayDeps } from './gateway/deps.js'
 import { WRIT_DENIED_CODE } from './gateway/jsonrpc.js'
 import { createMcpHandler } from './gateway/mcp-handler.js'
+import { createCallGuard } from './guard/approvals.js'
+import { watchCallRules } from './guard/call-rules.js'
+import type { LimitsSettings } from './guard/limits.js'
+import { ToolPinGuard } from './guard/tool-pins.js'
 import { claimDataDir, type Host, openHost } from './host.js'
 import type { PeerIdentity } from './identity/types.js'
 import { identityFromCertificate } from './identity/verify.js'
@@ -50,6 +56,8 @@ export interface StartOptions {
   lockPollMs?: number
   /** The deepest task delegation allowed (a task of a bot is depth 1); the default is 2. */
   maxTaskDepth?: number
+  /** Gateway-wide rate limit, response size limit and other limits-guard settings. */
+  guard?: LimitsSettings
 }
 
 /** A running Writ server: the bound address and a way to stop it. */
@@ -177,21 +185,58 @@ async function listen(
     audit: host.audit,
     logger,
   })
-  const mcp = createMcpHandler({
+  const callRules = await watchCallRules({
+    store: host.store,
+    logger,
+    intervalMs: options.policyPollMs ?? 250,
+  })
+  // `writ tools approve` changes pins from another process; the watcher reloads them.
+  const toolPins = new ToolPinGuard({
+    store: host.store,
+    audit: (event) => host.audit.record(event),
+    clock: host.clock,
+    logger,
+  })
+  await toolPins.refresh()
+  const stopWatchingPins = toolPins.watch(options.policyPollMs)
+  const gatewayDeps: GatewayDeps = {
     getServer: (name) => policy.upstream(name),
     decideServer: (identity, server) => policy.current().decideServer(identity.claims, server),
     decideTool: (identity, server, tool) =>
       policy.current().decideTool(identity.claims, server, tool),
+    decideArguments: (identity, server, tool, args) =>
+      policy.current().decideArguments(identity, server, tool, args),
+    decideResource: (identity, server, uri) =>
+      policy.current().decideResource(identity.claims, server, uri),
+    decidePrompt: (identity, server, name) =>
+      policy.current().decidePrompt(identity.claims, server, name),
     audit: (event) => host.audit.record(event),
     logger,
     clock: host.clock,
-    limits: { maxBodyBytes: options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES },
+    limits: {
+      maxBodyBytes: options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
+      ...(options.guard === undefined ? {} : { guard: options.guard }),
+    },
+    roleRateLimits: (identity) => policy.roleRateLimits(identity),
     mintIdentityJwt: createIdentityJwtMinter({
       key: jwtKey,
       trustDomain: host.trustDomain,
       clock: host.clock,
     }),
-  })
+    callGuard: createCallGuard({
+      store: host.store,
+      rules: () => callRules.current(),
+      clock: host.clock,
+      logger,
+    }),
+    toolPins,
+  }
+  // `/mcp` serves every server the caller may use as one, under the server name `*`.
+  const mcp = createMcpHandler(
+    withAggregate(gatewayDeps, {
+      allowedServers: (identity) => policy.serversFor(identity).map((server) => server.name),
+    }),
+  )
   const locks = new LockCache(host.store, host.clock, logger)
   await locks.refresh()
   const identities = new WeakMap<TLSSocket, PeerIdentity>()
@@ -340,11 +385,14 @@ async function listen(
       return accessRequestRoutes.handle(req, res, peer, remoteAddress(req))
     }
     const mcpMatch = /^\/mcp\/([a-z0-9-]+)\/?$/.exec(path)
-    if (mcpMatch || path === '/v1/mcp/servers') {
+    if (mcpMatch || path === '/mcp' || path === '/v1/mcp/servers') {
       const auth = checkLock(authenticate(req))
       if (!auth.ok) return refuse(req, res, auth)
       if (mcpMatch) {
         return mcp.handle(req, res, auth.identity, mcpMatch[1] as string, remoteAddress(req))
+      }
+      if (path === '/mcp') {
+        return mcp.handle(req, res, auth.identity, AGGREGATE_SERVER, remoteAddress(req))
       }
       return sendJson(res, 200, { servers: policy.serversFor(auth.identity) })
     }
@@ -399,8 +447,11 @@ async function listen(
   return Object.assign(server, {
     async shutdown() {
       caWatcher.stop()
+      callRules.stop()
       stopWatchingLocks()
+      stopWatchingPins()
       await mcp.closeAll()
+      await toolPins.flush()
       server.closeAllConnections()
       await new Promise<void>((resolve) => server.close(() => resolve()))
     },

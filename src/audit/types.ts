@@ -20,6 +20,11 @@ export type AuditEventType =
   | 'user.enroll'
   | 'login'
   | 'ca.rotate'
+  | 'tool.pinned'
+  | 'tool.changed'
+  | 'tool.approved'
+  | 'approval.approve'
+  | 'approval.deny'
 
 export type AuditOutcome = 'success' | 'denied' | 'error'
 

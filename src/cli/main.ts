@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { agentCommand } from './agent.js'
+import { approvalsApproveCommand, approvalsDenyCommand, approvalsLsCommand } from './approvals.js'
 import { auditSearchCommand, auditVerifyCommand } from './audit.js'
 import { botsAddCommand } from './bots.js'
 import { caRotateCommand, caStatusCommand } from './ca.js'
@@ -18,6 +19,7 @@ import {
 import { applyCommand, deleteCommand, getCommand } from './resources.js'
 import { startCommand } from './start.js'
 import { taskCommand } from './task.js'
+import { toolsApproveCommand, toolsLsCommand } from './tools.js'
 import { usersAddCommand, usersEnrollCommand } from './users.js'
 
 type Entry = Command | { summary: string; commands: Record<string, Command> }
@@ -50,6 +52,18 @@ const REGISTRY: Record<string, Entry> = {
   audit: {
     summary: 'search and verify the audit log',
     commands: { search: auditSearchCommand, verify: auditVerifyCommand },
+  },
+  approvals: {
+    summary: 'list, approve and deny tool calls held for approval',
+    commands: {
+      ls: approvalsLsCommand,
+      approve: approvalsApproveCommand,
+      deny: approvalsDenyCommand,
+    },
+  },
+  tools: {
+    summary: 'list pinned tool definitions and approve held tools',
+    commands: { ls: toolsLsCommand, approve: toolsApproveCommand },
   },
   request: {
     summary: 'request, review and assume extra roles for a limited time',

@@ -1,3 +1,4 @@
+import { DEFAULT_MAX_RESPONSE_BYTES, type LimitsSettings } from '../guard/limits.js'
 import { DEFAULT_LISTEN } from '../host.js'
 import { createLogger, type LogLevel } from '../log.js'
 import { DEFAULT_MAX_BODY_BYTES, startWrit } from '../server.js'
@@ -46,6 +47,17 @@ export const startCommand: Command = {
       value: 'LEVEL',
       description: 'debug, info, warn or error (default info)',
     },
+    'rate-limit': {
+      type: 'string',
+      value: 'CALLS',
+      description:
+        'tool calls per minute each principal may make on each MCP server whose manifest sets no limits (default: no limit)',
+    },
+    'max-response-bytes': {
+      type: 'string',
+      value: 'BYTES',
+      description: `largest upstream response passed to a client (default ${DEFAULT_MAX_RESPONSE_BYTES}, 8 MiB)`,
+    },
   },
   async run(input) {
     const logger = createLogger({ level: logLevelOption(input.values['log-level']) })
@@ -56,6 +68,7 @@ export const startCommand: Command = {
       trustDomain: input.values['trust-domain'] as string | undefined,
       maxBodyBytes: byteOption(input.values['max-body-bytes'], '--max-body-bytes'),
       auditSync: auditSyncOption(input.values['audit-sync']),
+      guard: guardSettings(input.values),
       logger,
     })
     process.stdout.write(
@@ -102,4 +115,22 @@ function byteOption(value: unknown, flag: string): number | undefined {
     )
   }
   return bytes
+}
+
+/** Builds the limits-guard settings from `--rate-limit` and `--max-response-bytes`. */
+function guardSettings(values: Record<string, unknown>): LimitsSettings {
+  const settings: LimitsSettings = {}
+  const rate = values['rate-limit']
+  if (rate !== undefined) {
+    const calls = Number(rate)
+    if (!/^\d+$/.test(String(rate)) || calls < 1 || calls > 100_000) {
+      throw new UsageError(
+        `invalid --rate-limit "${String(rate)}": use a whole number of calls per minute from 1 to 100000`,
+      )
+    }
+    settings.rateLimit = { callsPerMinute: calls }
+  }
+  const bytes = byteOption(values['max-response-bytes'], '--max-response-bytes')
+  if (bytes !== undefined) settings.maxResponseBytes = bytes
+  return settings
 }

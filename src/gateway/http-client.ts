@@ -1,5 +1,6 @@
 import http from 'node:http'
 import https from 'node:https'
+import type { LookupFunction } from 'node:net'
 import { WritError } from '../errors.js'
 import { type Logger, silentLogger } from '../log.js'
 import {
@@ -32,10 +33,17 @@ export interface McpHttpClientOptions {
   /** Largest error body read from a failed response (default 1 MiB). */
   maxErrorBodyBytes?: number
   /**
+   * Largest JSON response body read (default: no limit). A larger body fails the requests it
+   * answers with an error naming the limit. Event streams are not limited by it.
+   */
+  maxBodyBytes?: number
+  /**
    * Computes headers for each request, such as a short-lived identity token. Calls run one at a
    * time in the order of the requests, so requests still leave in the order `send` was called.
    */
   headersFor?(): Promise<Record<string, string>>
+  /** Resolves host names at connect time, so each resolved address can be checked first. */
+  lookup?: LookupFunction
 }
 
 /** A Streamable HTTP client for one MCP session, usable over plain HTTP or mutual TLS. */
@@ -78,7 +86,7 @@ export function createMcpHttpClient(options: McpHttpClientOptions): McpHttpClien
   if (options.tls && !secure) throw new TypeError('tls options need an https URL')
   const logger = options.logger ?? silentLogger
   const maxErrorBodyBytes = options.maxErrorBodyBytes ?? 1024 * 1024
-  let agent = makeAgent(secure, options.tls)
+  let agent = makeAgent(secure, options.tls, options.lookup)
   let sessionId: string | undefined
   let protocolVersion: string | undefined
   let closed = false
@@ -179,7 +187,7 @@ export function createMcpHttpClient(options: McpHttpClientOptions): McpHttpClien
       if (type === 'text/event-stream') {
         await readEvents(response, (value) => markDone(deliver(value, initializeId)))
       } else if (type === 'application/json') {
-        const body = await readBody(response, Number.POSITIVE_INFINITY)
+        const body = await readBody(response, options.maxBodyBytes ?? Number.POSITIVE_INFINITY)
         for (const value of parseMessages(body)) markDone(deliver(value, initializeId))
       } else {
         response.resume()
@@ -256,7 +264,7 @@ export function createMcpHttpClient(options: McpHttpClientOptions): McpHttpClien
   function setTls(tls: TlsMaterial): void {
     if (!secure) throw new TypeError('tls options need an https URL')
     const previous = agent
-    agent = makeAgent(true, tls)
+    agent = makeAgent(true, tls, options.lookup)
     // Idle connections were made with the old certificate; close them so the next request
     // connects with the new one. Busy ones, such as the GET stream, finish on the old one.
     for (const sockets of Object.values(previous.freeSockets)) {
@@ -295,9 +303,20 @@ export function createMcpHttpClient(options: McpHttpClientOptions): McpHttpClien
   }
 }
 
-function makeAgent(secure: boolean, tls: TlsMaterial | undefined): http.Agent {
-  if (!secure) return new http.Agent({ keepAlive: true })
-  return new https.Agent({ keepAlive: true, cert: tls?.cert, key: tls?.key, ca: tls?.ca })
+function makeAgent(
+  secure: boolean,
+  tls: TlsMaterial | undefined,
+  lookup: LookupFunction | undefined,
+): http.Agent {
+  const resolve = lookup === undefined ? {} : { lookup }
+  if (!secure) return new http.Agent({ keepAlive: true, ...resolve })
+  return new https.Agent({
+    keepAlive: true,
+    cert: tls?.cert,
+    key: tls?.key,
+    ca: tls?.ca,
+    ...resolve,
+  })
 }
 
 function mediaType(header: string | undefined): string {

@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { WritError } from '../errors.js'
+import { interceptListChanged } from '../guard/pin-relist.js'
+import { screenUpstreamMessage, scrubResponse } from '../guard/upstream-guard.js'
 import type { PeerIdentity } from '../identity/types.js'
 import {
   DEFAULT_MAX_SESSIONS_PER_PRINCIPAL,
@@ -31,7 +33,19 @@ import { createHttpUpstream } from './upstream-http.js'
 import { createStdioUpstream } from './upstream-stdio.js'
 
 /** Methods the gateway decides on; a variant of one of these names is never forwarded. */
-const GOVERNED_METHODS = ['initialize', 'tools/call', 'tools/list', 'resources/read', 'prompts/get']
+const GOVERNED_METHODS = [
+  'initialize',
+  'tools/call',
+  'tools/list',
+  'resources/read',
+  'resources/list',
+  'resources/templates/list',
+  'resources/subscribe',
+  'resources/unsubscribe',
+  'prompts/get',
+  'prompts/list',
+  'completion/complete',
+]
 
 /** Returns why a method name is rejected, or undefined for a name that may be forwarded. */
 function screenMethod(method: string): string | undefined {
@@ -418,12 +432,18 @@ export function createMcpHandler(deps: GatewayDeps): McpHandler {
     let initializeAnswered = false
     const events: UpstreamEvents = {
       onMessage: (message) => {
-        session.receive(message, (pending, response) => {
+        // A tools list_changed is held until the gateway has listed and pinned the tools again.
+        if (interceptListChanged(deps.toolPins, session, message, events.onMessage)) return
+        // Server requests and notifications are screened here; responses after their policy.
+        const screened = screenUpstreamMessage(deps, session, message)
+        if (screened === undefined) return
+        session.receive(screened, (pending, response) => {
           if (pending.method === 'initialize' && !initializeAnswered) {
             initializeAnswered = true
             onInitializeResponse(response)
           }
-          return transformResponse(deps, session, pending, response)
+          const transformed = transformResponse(deps, session, pending, response)
+          return scrubResponse(deps, session, pending, transformed)
         })
       },
       onClose: (error) => {
@@ -431,6 +451,8 @@ export function createMcpHandler(deps: GatewayDeps): McpHandler {
           void session.end({ reason: 'upstream_closed', ...(error ? { error } : {}) })
       },
     }
+    const custom = deps.openUpstream?.(session, events)
+    if (custom !== undefined) return custom
     const logger = session.logger
     if (config.stdio !== undefined) {
       const redactor = session.redactor

@@ -1,6 +1,7 @@
 import type { ServerResponse } from 'node:http'
 import { taskCallerFields } from '../audit/task-caller.js'
 import type { AuditCaller, AuditEventInput } from '../audit/types.js'
+import { refuseOversizedResponse } from '../guard/limits.js'
 import type { PeerIdentity } from '../identity/types.js'
 import type { Logger } from '../log.js'
 import type { GatewayDeps, UpstreamConfig } from './deps.js'
@@ -246,6 +247,7 @@ export class Session {
 
   #deliverResponse(pending: PendingRequest, message: JsonRpcMessage): void {
     const json = this.redactor.json(message)
+    if (refuseOversizedResponse(this.#deps, this, pending, json)) return
     if (pending.exchange.respond(pending.id, json)) return
     // The client closed the POST before the response came, so the standalone stream takes it.
     this.#deliverJson(json)
@@ -405,6 +407,7 @@ const UPSTREAM_FAILURES: Record<string, string> = {
   'gateway.upstream_exited': 'it exited',
   'gateway.upstream_spawn_failed': 'it could not be started',
   'gateway.upstream_timeout': 'it did not answer initialize in time',
+  'gateway.upstream_address_refused': 'its address is not allowed for upstream servers',
 }
 
 /**

@@ -1,8 +1,16 @@
+import { checkUpstreamUrl, guardedLookup } from '../guard/upstream-address.js'
 import type { Logger } from '../log.js'
 import type { HttpUpstreamConfig } from './deps.js'
 import { createMcpHttpClient, type McpHttpClient } from './http-client.js'
 import type { JsonRpcMessage } from './jsonrpc.js'
 import type { Upstream, UpstreamEvents } from './upstream.js'
+
+/**
+ * 64 MiB: the largest JSON response body read from an upstream, the same bound as a stdio line,
+ * so a hostile upstream cannot fill memory. The gateway's response size limit applies after it.
+ * NOTE: messages on an SSE stream are not bounded by it.
+ */
+const MAX_UPSTREAM_BODY_BYTES = 64 * 1024 * 1024
 
 export interface HttpUpstreamOptions {
   server: string
@@ -23,8 +31,14 @@ export function createHttpUpstream(options: HttpUpstreamOptions): Upstream {
   let closed = false
   const client: McpHttpClient = createMcpHttpClient({
     url: config.url,
+    // Upstream requests carry only the manifest's headers, the identity JWT and the MCP session
+    // and protocol headers. Nothing from the client's HTTP request is copied, so identity headers
+    // a client sends (Authorization, Cookie, X-Forwarded-*, X-Writ-*) never reach the upstream.
     headers: config.headers ?? {},
     logger,
+    // Every address a host name resolves to is checked when a connection opens.
+    lookup: guardedLookup(server, config),
+    maxBodyBytes: MAX_UPSTREAM_BODY_BYTES,
     ...(options.headersFor === undefined ? {} : { headersFor: options.headersFor }),
     onMessage: (message) => {
       if (!closed) events.onMessage(message)
@@ -54,5 +68,7 @@ export function createHttpUpstream(options: HttpUpstreamOptions): Upstream {
     events.onClose()
   }
 
-  return { start: async () => {}, send, close, recentStderr: () => [] }
+  // A literal IP address or a metadata host name in the URL is refused before any connection.
+  const start = async () => checkUpstreamUrl(server, config.url, config)
+  return { start, send, close, recentStderr: () => [] }
 }

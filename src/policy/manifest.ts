@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { type Document, LineCounter, parseAllDocuments } from 'yaml'
 import { WritError } from '../errors.js'
+import { validateFlowLabel } from '../guard/call-rules.js'
 import { parseDuration } from '../lib/duration.js'
 import {
   checkLabelKey,
@@ -156,6 +157,7 @@ function validateMetadata(value: unknown): Resource['metadata'] {
     checkLabelKey(key, [...labelsPath, key])
     checkLabelValue(label, [...labelsPath, key])
   }
+  validateFlowLabel(labels, labelsPath)
   return { name, labels }
 }
 

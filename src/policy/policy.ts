@@ -16,15 +16,26 @@
  *    `allow.tools` pattern. Tools allowed by a role apply only on the servers that role selects.
  * 6. Anything else is denied by default.
  *
+ * 7. Resources, prompts and argument rules follow the same order; see `scoped-rules.ts`.
+ *
  * Each decision carries `rule`, naming what decided: `role/NAME/deny/tools[0]`,
- * `role/NAME/allow/mcpServers`, `task/servers`, `task/tools`, `unknown-server` or `default-deny`.
+ * `role/NAME/allow/mcpServers`, `role/NAME/allow/args[0]`, `role/NAME/deny/resources[0]`,
+ * `task/servers`, `task/tools`, `unknown-server`, `unsafe-uri` or `default-deny`.
  */
 import { WritError } from '../errors.js'
 import type { Decision } from '../gateway/deps.js'
-import type { WritClaims } from '../identity/types.js'
+import type { PeerIdentity, WritClaims } from '../identity/types.js'
 import { parseDuration } from '../lib/duration.js'
 import { compilePattern, type NamePattern, type Traits } from './pattern.js'
 import type { Resource } from './resource.js'
+import {
+  checkArgRules,
+  compileScopedRules,
+  decideScoped,
+  isUnsafeResourceUri,
+  type ScopedKind,
+  type ScopedRules,
+} from './scoped-rules.js'
 import { compileSelector } from './selector.js'
 import type { RoleRules, RoleSpec } from './specs.js'
 
@@ -34,6 +45,20 @@ export interface Policy {
   decideServer(claims: WritClaims, server: string): Decision
   /** Decides whether the caller may see and call `tool` on `server`. */
   decideTool(claims: WritClaims, server: string, tool: string): Decision
+  /**
+   * Evaluates the argument rules that apply to a call the caller may make, on the arguments the
+   * gateway will forward. Returns a deny naming the failed rule, or an allow.
+   */
+  decideArguments(
+    caller: Pick<PeerIdentity, 'spiffeId' | 'claims'>,
+    server: string,
+    tool: string,
+    args: unknown,
+  ): Decision
+  /** Decides whether the caller may see and read the resource `uri` on `server`. */
+  decideResource(claims: WritClaims, server: string, uri: string): Decision
+  /** Decides whether the caller may see and get the prompt `name` on `server`. */
+  decidePrompt(claims: WritClaims, server: string, name: string): Decision
   /** Names of the servers the caller may use, sorted. */
   allowedServers(claims: WritClaims): string[]
   /** The smallest `maxTtl` of the named roles in seconds, or undefined when none sets one. */
@@ -50,6 +75,8 @@ interface CompiledRole {
   deniedServers: ReadonlySet<string>
   allowTools: NamePattern[]
   denyTools: NamePattern[]
+  /** Resource, prompt and argument rules. */
+  scoped: ScopedRules
 }
 
 /** Number of compiled task scope patterns kept across decisions before the cache starts over. */
@@ -171,9 +198,56 @@ export function compilePolicy(roles: readonly Resource[], servers: readonly Reso
     )
   }
 
+  function decideArguments(
+    caller: Pick<PeerIdentity, 'spiffeId' | 'claims'>,
+    server: string,
+    tool: string,
+    args: unknown,
+  ): Decision {
+    const { claims } = caller
+    const toolDecision = decideTool(claims, server, tool)
+    if (toolDecision.effect !== 'allow') return toolDecision
+    const input = { args, tool, server, principal: caller }
+    const failed = checkArgRules(rolesOf(claims).known, input, claims.traits)
+    return failed ?? allow(`no argument rule rejects the call of tool ${quote(tool)}`, 'args')
+  }
+
+  function decideNamed(claims: WritClaims, server: string, kind: ScopedKind, name: string) {
+    const what = kind === 'resources' ? 'resource' : 'prompt'
+    const serverDecision = decideServer(claims, server)
+    if (serverDecision.effect !== 'allow') return serverDecision
+    if (name.length === 0) return deny(`the ${what} name is empty`, 'default-deny')
+    // A task scope lists servers and tools only, so a task limited to tools gets no resources
+    // or prompts: that would widen the scope it was issued with.
+    if (claims.task?.tools) {
+      return deny(
+        `task ${quote(claims.task.id)} is limited to tools and includes no ${what} ${quote(name)}`,
+        'task/tools',
+      )
+    }
+    if (kind === 'resources' && isUnsafeResourceUri(name)) {
+      return deny(
+        `resource URI ${quote(name)} has a ".." segment or a control character`,
+        'unsafe-uri',
+      )
+    }
+    const { known, unknown } = rolesOf(claims)
+    const decided = decideScoped(known, kind, server, name, claims.traits)
+    return (
+      decided ??
+      deny(
+        `no role of the caller allows ${what} ${quote(name)} on server ${quote(server)}${rolesNote(claims, unknown)}`,
+        'default-deny',
+      )
+    )
+  }
+
   return {
     decideServer,
     decideTool,
+    decideArguments,
+    decideResource: (claims, server, uri) => decideNamed(claims, server, 'resources', uri),
+    decidePrompt: (claims, server, name) => decideNamed(claims, server, 'prompts', name),
     allowedServers(claims) {
       return [...serverLabels.keys()]
         .filter((server) => decideServer(claims, server).effect === 'allow')
@@ -208,6 +282,9 @@ function compileRole(
     deniedServers: selectServers(name, 'deny', spec.deny, serverLabels),
     allowTools: compileTools(name, 'allow', spec.allow),
     denyTools: compileTools(name, 'deny', spec.deny),
+    scoped: compileScopedRules(spec.allow, spec.deny, (field, compile) =>
+      atRole(name, field, compile),
+    ),
   }
 }
 

@@ -11,6 +11,7 @@
 import { readFileSync } from 'node:fs'
 import { WritError } from '../errors.js'
 import type { HttpUpstreamConfig, StdioUpstreamConfig } from '../gateway/deps.js'
+import type { RateLimitConfig } from '../guard/limits.js'
 import { parseDuration } from '../lib/duration.js'
 import { resolveIdentityJwt } from './identity-jwt-spec.js'
 import type { McpServerSpec } from './specs.js'
@@ -25,7 +26,13 @@ export type ReadTextFile = (path: string, encoding: 'utf8') => string
 
 /** A server spec ready for the gateway, with the secret values it now contains. */
 export interface ResolvedServerSpec {
-  spec: { stdio?: StdioUpstreamConfig; http?: HttpUpstreamConfig; startupTimeoutMs?: number }
+  spec: {
+    stdio?: StdioUpstreamConfig
+    http?: HttpUpstreamConfig
+    startupTimeoutMs?: number
+    timeoutMs?: number
+    limits?: RateLimitConfig
+  }
   secrets: string[]
 }
 
@@ -133,11 +140,17 @@ export function resolveServerSpec(
     if (spec.http.headers) http.headers = resolveMap(resolver, spec.http.headers, 'http.headers')
     const identityJwt = resolveIdentityJwt(spec.http.identityJwt)
     if (identityJwt) http.identityJwt = identityJwt
+    if (spec.http.allowPrivateNetwork !== undefined) {
+      http.allowPrivateNetwork = spec.http.allowPrivateNetwork
+    }
+    if (spec.http.allowAddresses) http.allowAddresses = [...spec.http.allowAddresses]
     resolved.http = http
   }
   if (spec.startupTimeout !== undefined) {
     resolved.startupTimeoutMs = parseDuration(spec.startupTimeout, 'startupTimeout') * 1000
   }
+  if (spec.timeout !== undefined) resolved.timeoutMs = parseDuration(spec.timeout, 'timeout') * 1000
+  if (spec.limits !== undefined) resolved.limits = spec.limits
   return { spec: resolved, secrets: [...secrets] }
 }
 

@@ -4,12 +4,21 @@
  * to load is rejected when it is applied.
  */
 
+import type { ServerRequestAllowances } from '../gateway/deps.js'
+import { validateApprovalRules, validateRoleFlow } from '../guard/call-rules.js'
+import type { RateLimitConfig } from '../guard/limits.js'
+import { validateAddressAllowance, validateRateLimits } from '../guard/limits-spec.js'
+import { validateExternal, validateServerAllowances } from '../guard/server-trust-spec.js'
+import { validateToolPinning } from '../guard/tool-pinning-spec.js'
+import type { ToolPinningMode } from '../guard/tool-pins.js'
 import { type KubernetesJoinSpec, validateKubernetesJoinToken } from '../kube/join-spec.js'
 import { validateAccessOptions } from './access-rules.js'
+import { type ArgRuleSpec, compileArgRule } from './arg-rules.js'
 import {
   atField,
   checkLabelKey,
   checkLabelValue,
+  describeValue,
   expectDuration,
   expectKnownFields,
   expectMapping,
@@ -36,12 +45,20 @@ export interface RoleRules {
   mcpServers?: Record<string, string>
   /** Tool name patterns: literals, globs or `^...$` regular expressions. */
   tools?: string[]
+  /** `allow` only: CEL rules on the arguments of calls to matching tools; see `arg-rules.ts`. */
+  args?: ArgRuleSpec[]
+  /** Resource URI patterns, for `resources/*` methods; a role without them allows no resource. */
+  resources?: string[]
+  /** Prompt name patterns, for `prompts/*` methods; a role without them allows no prompt. */
+  prompts?: string[]
 }
 
 export interface RoleSpec {
   description?: string
   /** The maximum certificate lifetime this role permits, such as `1h`. */
   maxTtl?: string
+  /** Rate limits for each holder of this role on each server; the strictest role applies. */
+  limits?: RateLimitConfig
   allow?: RoleRules
   deny?: RoleRules
   /** Roles that holders of this role may request for a limited time. */
@@ -91,6 +108,10 @@ export interface HttpServerSpec {
   headers?: Record<string, string>
   /** Send the caller's identity as a short-lived JWT; see `identity-jwt-spec.ts`. */
   identityJwt?: IdentityJwtSpec
+  /** Allows loopback, link-local and private addresses; cloud metadata addresses stay refused. */
+  allowPrivateNetwork?: boolean
+  /** Non-public addresses or CIDR ranges this upstream may reach, such as `10.1.0.0/16`. */
+  allowAddresses?: string[]
 }
 
 /** An upstream MCP server: exactly one of `stdio` and `http`. */
@@ -98,6 +119,16 @@ export interface McpServerSpec {
   description?: string
   /** How long the upstream may take to start and respond to `initialize`, such as `30s`. */
   startupTimeout?: string
+  /** How long one tools/call may wait for its response, such as `60s` (the default). */
+  timeout?: string
+  /** Rate limits per principal on this server: `{ callsPerMinute, burst?, tools? }`. */
+  limits?: RateLimitConfig
+  /** New tools are trusted when first listed (the default) or held until approved. */
+  toolPinning?: ToolPinningMode
+  /** Server-initiated requests the client may receive: `{ sampling, elicitation, roots }`. */
+  allow?: ServerRequestAllowances
+  /** Marks a server outside the operator's control (as does the label `external: 'true'`). */
+  external?: boolean
   stdio?: StdioServerSpec
   http?: HttpServerSpec
 }
@@ -126,32 +157,83 @@ export function validateSpec(kind: ResourceKind, value: unknown): void {
 }
 
 function validateRole(spec: Record<string, unknown>, path: FieldPath): void {
-  expectKnownFields(spec, path, ['description', 'maxTtl', 'allow', 'deny', 'requests', 'review'])
+  expectKnownFields(spec, path, [
+    'description',
+    'maxTtl',
+    'allow',
+    'deny',
+    'requests',
+    'review',
+    'flow',
+    'limits',
+  ])
   optionalString(spec, 'description', path)
+  if (spec.flow !== undefined) validateRoleFlow(spec.flow, [...path, 'flow'])
+  if (spec.limits !== undefined) validateRateLimits(spec.limits, [...path, 'limits'])
   if (spec.maxTtl !== undefined) expectDuration(spec.maxTtl, [...path, 'maxTtl'])
   validateAccessOptions(spec, path)
   for (const block of ['allow', 'deny'] as const) {
     if (spec[block] === undefined) continue
     const rulesPath = [...path, block]
     const rules = expectMapping(spec[block], rulesPath)
-    expectKnownFields(rules, rulesPath, ['mcpServers', 'tools'])
+    const fields = ['mcpServers', 'tools', 'resources', 'prompts']
+    expectKnownFields(
+      rules,
+      rulesPath,
+      block === 'allow' ? [...fields, 'args', 'approval'] : fields,
+    )
     if (rules.mcpServers !== undefined)
       validateSelector(rules.mcpServers, [...rulesPath, 'mcpServers'])
-    if (rules.tools !== undefined) {
-      const tools = expectStringList(rules.tools, [...rulesPath, 'tools'])
-      tools.forEach((tool, index) => {
-        atField([...rulesPath, 'tools', index], () => compilePattern(tool))
+    for (const field of ['tools', 'resources', 'prompts'] as const) {
+      if (rules[field] === undefined) continue
+      const patterns = expectStringList(rules[field], [...rulesPath, field])
+      patterns.forEach((pattern, index) => {
+        atField([...rulesPath, field, index], () => compilePattern(pattern))
       })
     }
-    if (block === 'allow' && rules.tools !== undefined && rules.mcpServers === undefined) {
+    if (rules.args !== undefined) validateArgRules(rules.args, [...rulesPath, 'args'])
+    if (rules.approval !== undefined) {
+      validateApprovalRules(rules.approval, [...rulesPath, 'approval'])
+    }
+    const granting = ['tools', 'args', 'resources', 'prompts', 'approval'].find(
+      (f) => rules[f] !== undefined,
+    )
+    if (block === 'allow' && granting !== undefined && rules.mcpServers === undefined) {
       // Allowed tools apply only on the servers the same role selects, so without a selector
       // they would grant nothing.
       throw new FieldError(
         [...rulesPath, 'mcpServers'],
-        "missing required field: allow.tools needs allow.mcpServers to choose the servers it applies to (use { '*': '*' } for every server)",
+        `missing required field: allow.${granting} needs allow.mcpServers to choose the servers it applies to (use { '*': '*' } for every server)`,
       )
     }
   }
+}
+
+function validateArgRules(value: unknown, path: FieldPath): void {
+  if (!Array.isArray(value)) {
+    throw new FieldError(
+      path,
+      `expected a list of { tools, rule } entries, got ${describeValue(value)}`,
+    )
+  }
+  value.forEach((item, index) => {
+    const itemPath = [...path, index]
+    const entry = expectMapping(item, itemPath)
+    expectKnownFields(entry, itemPath, ['tools', 'rule'])
+    const toolsPath = [...itemPath, 'tools']
+    const tools = expectStringList(
+      expectPresent(entry, 'tools', itemPath, 'a list of tool name patterns'),
+      toolsPath,
+    )
+    if (tools.length === 0)
+      throw new FieldError(toolsPath, 'expected at least one tool name pattern')
+    tools.forEach((tool, toolIndex) => {
+      atField([...toolsPath, toolIndex], () => compilePattern(tool))
+    })
+    const rulePath = [...itemPath, 'rule']
+    const rule = expectString(expectPresent(entry, 'rule', itemPath, 'a CEL expression'), rulePath)
+    atField(rulePath, () => compileArgRule(rule))
+  })
 }
 
 function validateSelector(value: unknown, path: FieldPath): void {
@@ -237,10 +319,26 @@ function validateJoinToken(spec: Record<string, unknown>, path: FieldPath): void
 }
 
 function validateMcpServer(spec: Record<string, unknown>, path: FieldPath): void {
-  expectKnownFields(spec, path, ['description', 'startupTimeout', 'stdio', 'http'])
+  expectKnownFields(spec, path, [
+    'description',
+    'startupTimeout',
+    'timeout',
+    'limits',
+    'toolPinning',
+    'allow',
+    'external',
+    'stdio',
+    'http',
+  ])
   optionalString(spec, 'description', path)
   if (spec.startupTimeout !== undefined)
     expectDuration(spec.startupTimeout, [...path, 'startupTimeout'])
+  if (spec.timeout !== undefined) expectDuration(spec.timeout, [...path, 'timeout'])
+  if (spec.limits !== undefined) validateRateLimits(spec.limits, [...path, 'limits'])
+  if (spec.toolPinning !== undefined)
+    validateToolPinning(spec.toolPinning, [...path, 'toolPinning'])
+  if (spec.allow !== undefined) validateServerAllowances(spec.allow, [...path, 'allow'])
+  if (spec.external !== undefined) validateExternal(spec.external, [...path, 'external'])
   requireOneOf(spec, path, 'stdio', 'http', 'a transport')
   if (spec.stdio !== undefined) validateStdio(spec.stdio, [...path, 'stdio'])
   if (spec.http !== undefined) validateHttp(spec.http, [...path, 'http'])
@@ -274,7 +372,14 @@ function validateStdio(value: unknown, path: FieldPath): void {
 
 function validateHttp(value: unknown, path: FieldPath): void {
   const http = expectMapping(value, path)
-  expectKnownFields(http, path, ['url', 'headers', 'identityJwt'])
+  expectKnownFields(http, path, [
+    'url',
+    'headers',
+    'identityJwt',
+    'allowPrivateNetwork',
+    'allowAddresses',
+  ])
+  validateAddressAllowance(http, path)
   const urlPath = [...path, 'url']
   const url = expectString(expectPresent(http, 'url', path, 'an http or https URL'), urlPath)
   checkReferences(url, urlPath)

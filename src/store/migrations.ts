@@ -165,4 +165,61 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX access_requests_created ON access_requests (created);
     `,
   },
+  {
+    version: 5,
+    name: 'tool call approvals',
+    sql: `
+      CREATE TABLE tool_approvals (
+        id TEXT PRIMARY KEY,
+        spiffe_id TEXT NOT NULL,
+        -- The bot instance, or the certificate serial for callers without one.
+        binding TEXT NOT NULL,
+        server TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        args_digest TEXT NOT NULL,
+        -- JSON copy of the arguments with secrets redacted, shown to the approver.
+        args TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'approved', 'denied', 'used')),
+        -- Times in epoch milliseconds.
+        created INTEGER NOT NULL,
+        expires INTEGER NOT NULL,
+        decided_by TEXT,
+        decision_reason TEXT,
+        decided INTEGER,
+        used INTEGER
+      );
+      CREATE INDEX tool_approvals_caller ON tool_approvals (spiffe_id, state);
+      CREATE INDEX tool_approvals_created ON tool_approvals (created);
+    `,
+  },
+  {
+    version: 6,
+    name: 'tool pins',
+    sql: `
+      CREATE TABLE tool_pins (
+        server TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('approved', 'pending', 'quarantined')),
+        -- sha256:<hex> of the canonical JSON of the definition last seen, and of the approved one.
+        digest TEXT NOT NULL,
+        approved_digest TEXT,
+        definition TEXT NOT NULL,
+        -- JSON list of description linter findings on the definition last seen.
+        findings TEXT NOT NULL,
+        -- Times in epoch milliseconds.
+        first_seen INTEGER NOT NULL,
+        changed INTEGER NOT NULL,
+        approved_by TEXT,
+        approved_at INTEGER,
+        PRIMARY KEY (server, tool)
+      );
+
+      CREATE TABLE tool_pin_version (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        version INTEGER NOT NULL
+      );
+      INSERT INTO tool_pin_version (id, version) VALUES (1, 0);
+    `,
+  },
 ]

@@ -9,8 +9,10 @@ import { type Logger, silentLogger } from '../log.js'
 import type { Resource, ResourceKind } from '../policy/resource.js'
 import { MIGRATIONS } from './migrations.js'
 import { sqliteAccessRequests } from './sqlite-access-requests.js'
+import { sqliteToolApprovals } from './sqlite-approvals.js'
 import { createSqliteLockMethods } from './sqlite-locks.js'
 import { createSqlitePeopleStore } from './sqlite-people.js'
+import { sqliteToolPins } from './sqlite-tool-pins.js'
 import type { IssuedCertificateRecord, Store, TokenRefusal } from './store.js'
 
 /** How long a statement waits for another connection's write lock before failing, in ms. */
@@ -239,8 +241,10 @@ function createSqliteStore(db: Database.Database, clock: Clock, logger: Logger):
 
   return {
     ...sqliteAccessRequests(db),
+    ...sqliteToolApprovals(db),
     ...createSqliteLockMethods(db, clock),
     ...createSqlitePeopleStore(db, clock),
+    ...sqliteToolPins(db),
     async putResource(resource) {
       putResource.immediate(resource)
     },

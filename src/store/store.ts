@@ -2,6 +2,7 @@ import type { AuditEvent, AuditQuery } from '../audit/types.js'
 import type { Lock } from '../authority/locks.js'
 import type { Resource, ResourceKind } from '../policy/resource.js'
 import type { PeopleStore } from './people-store.js'
+import type { ToolPinStore } from './tool-pin-store.js'
 
 /** Why a join token cannot be used. */
 export type TokenRefusal = 'token_unknown' | 'token_used' | 'token_expired'
@@ -48,12 +49,38 @@ export interface AccessRequestDecision {
   expires?: number
 }
 
+/** A held tool call waiting for, or carrying, a person's decision. Times are epoch ms. */
+export interface ToolApprovalRecord {
+  /** Random id that the approver names, such as `apr_3f9c…`. */
+  id: string
+  spiffeId: string
+  /** The bot instance, or the certificate serial for callers without one. */
+  binding: string
+  server: string
+  tool: string
+  /** `sha256:<hex>` of the canonical JSON of the arguments the approval covers. */
+  argsDigest: string
+  /** The arguments with secret values redacted, for the approver to read. */
+  args: unknown
+  /** The policy rule that required the approval, such as `role/ops/allow/approval/tools[0]`. */
+  rule: string
+  state: 'pending' | 'approved' | 'denied' | 'used'
+  created: number
+  /** After this time a pending or approved record no longer lets a call through. */
+  expires: number
+  decidedBy?: string
+  decisionReason?: string
+  decided?: number
+  used?: number
+}
+
 /**
  * The storage interface. SQLite (`src/store/sqlite.ts`) is the embedded default; a PostgreSQL
  * implementation will share this interface, which is why every method is asynchronous.
- * The methods for people (credentials, login throttling, single sign-on) are in `PeopleStore`.
+ * The methods for people (credentials, login throttling, single sign-on) are in `PeopleStore`,
+ * those for tool pins in `ToolPinStore`.
  */
-export interface Store extends PeopleStore {
+export interface Store extends PeopleStore, ToolPinStore {
   /** Inserts or replaces a manifest and increments the policy version in the same transaction. */
   putResource(resource: Resource): Promise<void>
   getResource(kind: ResourceKind, name: string): Promise<Resource | undefined>
@@ -92,6 +119,38 @@ export interface Store extends PeopleStore {
     id: string,
     decision: AccessRequestDecision,
   ): Promise<AccessRequestRecord | undefined>
+
+  createToolApproval(record: ToolApprovalRecord): Promise<void>
+  getToolApproval(id: string): Promise<ToolApprovalRecord | undefined>
+  /** Returns the newest `limit` approvals, newest first, only pending ones when `pendingOnly`. */
+  listToolApprovals(options: {
+    limit: number
+    pendingOnly?: boolean
+  }): Promise<ToolApprovalRecord[]>
+  /** Counts the pending approvals of `spiffeId` that have not expired at `now`. */
+  countPendingToolApprovals(spiffeId: string, now: number): Promise<number>
+  /**
+   * Approves or denies a pending approval that has not expired at `decided`, atomically, and
+   * returns the updated record; returns undefined when it was decided, expired or not found.
+   */
+  decideToolApproval(
+    id: string,
+    decision: { state: 'approved' | 'denied'; decidedBy: string; reason: string; decided: number },
+  ): Promise<ToolApprovalRecord | undefined>
+  /**
+   * Marks an approved, unexpired approval as used, atomically, so that it lets one call through.
+   * With `id` it consumes that approval; without, the oldest one matching the binding, server,
+   * tool and digest. Returns the consumed record, or undefined when none qualifies.
+   */
+  consumeToolApproval(match: {
+    id?: string
+    spiffeId: string
+    binding: string
+    server: string
+    tool: string
+    argsDigest: string
+    now: number
+  }): Promise<ToolApprovalRecord | undefined>
 
   /**
    * Records a renewed bot certificate unless its bot instance already has a generation newer than

@@ -121,6 +121,7 @@ metadata: { name: tracker, labels: { env: keys } }
 spec:
   http:
     url: ${fixture.url}
+    allowPrivateNetwork: true
     identityJwt: true
 ---
 apiVersion: writ.dev/v1alpha1
@@ -129,6 +130,7 @@ metadata: { name: tracker-header, labels: { env: keys } }
 spec:
   http:
     url: ${fixture.url}
+    allowPrivateNetwork: true
     identityJwt: { header: X-Writ-Identity, ttl: 2m }
 ---
 apiVersion: writ.dev/v1alpha1
@@ -274,6 +276,7 @@ metadata: { name: too-long }
 spec:
   http:
     url: ${fixture.url}
+    allowPrivateNetwork: true
     identityJwt: { ttl: 10m }
 `,
     )

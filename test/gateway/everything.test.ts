@@ -39,8 +39,14 @@ before(async () => {
       everything: {
         stdio: { command: process.execPath, args: [EVERYTHING, 'stdio'] },
         secrets: [],
+        allow: { sampling: true, elicitation: true },
       },
-      remote: { http: { url: `http://127.0.0.1:${port}/mcp` }, secrets: [] },
+      remote: {
+        // The upstream listens on loopback, which the gateway refuses unless allowed.
+        http: { url: `http://127.0.0.1:${port}/mcp`, allowPrivateNetwork: true },
+        secrets: [],
+        allow: { sampling: true, elicitation: true },
+      },
     },
     allowTool: (tool) => tool !== 'get-env',
   })

@@ -4,12 +4,15 @@ import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import type { AuditEventInput } from '../../src/audit/types.js'
+import type { Clock } from '../../src/clock.js'
 import {
   DEFAULT_MAX_BODY_BYTES,
   type GatewayDeps,
   type UpstreamConfig,
 } from '../../src/gateway/deps.js'
 import { createMcpHandler, type McpHandler } from '../../src/gateway/mcp-handler.js'
+import type { LimitsSettings } from '../../src/guard/limits.js'
+import type { ToolPinGuard } from '../../src/guard/tool-pins.js'
 import type { PeerIdentity } from '../../src/identity/types.js'
 import { silentLogger } from '../../src/log.js'
 
@@ -60,13 +63,20 @@ export interface TestGateway {
 
 /**
  * Starts the gateway on 127.0.0.1:0. The header `x-test-serial` picks the certificate serial of the
- * injected identity, so tests can present a different certificate.
+ * injected identity, so tests can present a different certificate, and `x-test-name` picks the
+ * bot name, so tests can present a different SPIFFE ID.
  */
 export async function startGateway(options: {
   servers: Record<string, Omit<UpstreamConfig, 'name'>>
   allowTool: (tool: string) => boolean
   maxBodyBytes?: number
   maxSessionsPerPrincipal?: number
+  /** The gateway clock; tests that refill rate-limit buckets pass one they can advance. */
+  clock?: Clock
+  guard?: LimitsSettings
+  roleRateLimits?: GatewayDeps['roleRateLimits']
+  /** Builds the tool pin guard, given the audit function that fills `TestGateway.audit`. */
+  toolPins?: (audit: GatewayDeps['audit']) => ToolPinGuard
 }): Promise<TestGateway> {
   const audit: TestGateway['audit'] = []
   const deps: GatewayDeps = {
@@ -85,14 +95,17 @@ export async function startGateway(options: {
       return { id: record.id }
     },
     logger: silentLogger,
-    clock: Date.now,
+    clock: options.clock ?? Date.now,
     limits: {
       maxBodyBytes: options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
+      ...(options.guard === undefined ? {} : { guard: options.guard }),
       ...(options.maxSessionsPerPrincipal === undefined
         ? {}
         : { maxSessionsPerPrincipal: options.maxSessionsPerPrincipal }),
     },
   }
+  if (options.toolPins !== undefined) deps.toolPins = options.toolPins(deps.audit)
+  if (options.roleRateLimits !== undefined) deps.roleRateLimits = options.roleRateLimits
   const handler = createMcpHandler(deps)
   const server: Server = createServer((req, res) => {
     const match = /^\/mcp\/([^/?]+)/.exec(req.url ?? '')
@@ -101,7 +114,8 @@ export async function startGateway(options: {
       return
     }
     const serial = String(req.headers['x-test-serial'] ?? '1a2b')
-    void handler.handle(req, res, identity('alice', serial), match[1]!, '127.0.0.1:1')
+    const name = String(req.headers['x-test-name'] ?? 'alice')
+    void handler.handle(req, res, identity(name, serial), match[1]!, '127.0.0.1:1')
   })
   await new Promise<void>((done) => server.listen(0, '127.0.0.1', done))
   const { port } = server.address() as AddressInfo

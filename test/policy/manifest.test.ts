@@ -324,10 +324,10 @@ test('rejects unknown spec fields by name', () => {
     field: 'spec.maxTTL',
     includes: ['unknown field "maxTTL"', 'description, maxTtl, allow, deny'],
   })
-  assertInvalid(role('  deny:\n    resources: ["*"]'), {
+  assertInvalid(role('  deny:\n    resource: ["*"]'), {
     document: 1,
-    field: 'spec.deny.resources',
-    includes: ['unknown field "resources"', 'mcpServers, tools'],
+    field: 'spec.deny.resource',
+    includes: ['unknown field "resource"', 'mcpServers, tools, resources, prompts)'],
   })
 })
 
@@ -531,7 +531,7 @@ test('rejects invalid MCP servers', () => {
     [
       '  sse: { url: "https://h/" }',
       'spec.sse',
-      ['unknown field "sse"', 'description, startupTimeout, stdio, http'],
+      ['unknown field "sse"', 'description, startupTimeout, timeout, limits', 'stdio, http'],
     ],
     ['  stdio: { args: [x] }', 'spec.stdio.command', ['missing required field']],
     ['  stdio: { command: "" }', 'spec.stdio.command', ['expected a non-empty string']],
