@@ -73,7 +73,14 @@ describe('certificate renewal with a live bridge', () => {
       () => (existsSync(join(identity, 'svid.pem')) ? true : undefined),
       15_000,
     )
-    assert.match(agentStdout, /joined spiffe:\/\/writ\.local\/bot\/renewing-agent serial/)
+    // The agent prints its line just after it renames the files into place, so wait for it too.
+    const joined = /joined spiffe:\/\/writ\.local\/bot\/renewing-agent serial/
+    const printed = await waitFor(
+      'the agent to print the join',
+      () => (joined.test(agentStdout) ? true : undefined),
+      10_000,
+    )
+    assert.equal(printed, true, agentStderr)
     firstSerial = certificateSerial(identity)
   })
 

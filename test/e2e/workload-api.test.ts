@@ -162,7 +162,14 @@ describe('SPIFFE Workload API served by writ agent', () => {
     )
     const leaf = checkSvid(renewed)
     assert.notEqual(leaf.serialNumber, first.serialNumber)
-    assert.match(agentStdout, /renewed spiffe:\/\/writ\.local\/bot\/workload-agent serial/)
+    // The stream update and the agent's printed line race, so wait for the line.
+    const renewedLine = /renewed spiffe:\/\/writ\.local\/bot\/workload-agent serial/
+    const printed = await waitFor(
+      'the agent to print the renewal',
+      () => (renewedLine.test(agentStdout) ? true : undefined),
+      10_000,
+    )
+    assert.equal(printed, true)
   })
 
   it('FetchX509Bundles returns the CA', async () => {
