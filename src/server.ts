@@ -423,9 +423,10 @@ async function listen(
     logger.debug({ error }, 'tls handshake failed')
   })
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
+    const fail = (error: NodeJS.ErrnoException) => reject(listenError(error, hostname, port))
+    server.once('error', fail)
     server.listen(port, hostname, () => {
-      server.off('error', reject)
+      server.off('error', fail)
       resolve()
     })
   })
@@ -519,4 +520,21 @@ export function splitHostPort(value: string): { hostname: string; port: number }
 
 function formatHost(hostname: string): string {
   return hostname.includes(':') ? `[${hostname}]` : hostname
+}
+
+/** Names the address a listener could not bind and what to do about the usual causes. */
+function listenError(error: NodeJS.ErrnoException, hostname: string, port: number): Error {
+  const address = `${formatHost(hostname)}:${port}`
+  const hints: Record<string, string> = {
+    EADDRINUSE: 'another process listens there; stop it or pick another --listen port',
+    EADDRNOTAVAIL: 'no network interface of this machine has that address; use one it has',
+    EACCES: 'ports below 1024 need privileges; pick a higher --listen port',
+  }
+  const hint = hints[error.code ?? ''] ?? 'check the --listen address'
+  return new WritError(
+    'server.listen_failed',
+    `cannot listen on ${address} (${error.code ?? error.message}): ${hint}`,
+    { address, code: error.code },
+    { cause: error },
+  )
 }

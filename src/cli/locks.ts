@@ -10,7 +10,7 @@ import {
   parseLockTarget,
 } from '../authority/locks.js'
 import { WritError } from '../errors.js'
-import { openHost } from '../host.js'
+import { type Host, openHost } from '../host.js'
 import { parseDuration } from '../lib/duration.js'
 import {
   type Command,
@@ -78,6 +78,7 @@ export const lockCommand: Command = {
         createdBy: cliActor(),
         ...(ttlSeconds === undefined ? {} : { ttlSeconds }),
       })
+      await warnIfUnknown(host, target)
       if (input.values.json) {
         process.stdout.write(`${JSON.stringify(lock, null, 2)}\n`)
       } else {
@@ -148,6 +149,29 @@ function readTarget(input: CommandInput): LockTarget {
   }
   const kind = given[0] as LockTargetKind
   return parseLockTarget(kind, String(input.values[TARGET_OPTIONS[kind]]))
+}
+
+/** The manifest kind that names each lock target which has one, for the existence check. */
+const TARGET_RESOURCE_KINDS = {
+  bot: 'Bot',
+  user: 'User',
+  role: 'Role',
+  token: 'JoinToken',
+} as const
+
+/**
+ * Warns on stderr when the locked name matches no manifest, because a mistyped name would leave
+ * the real principal working while the operator believes it is locked. The lock is kept: it
+ * also covers a principal created later under that name.
+ */
+async function warnIfUnknown(host: Host, target: LockTarget): Promise<void> {
+  const [kind, value] = Object.entries(target)[0] as [string, string]
+  const resourceKind = TARGET_RESOURCE_KINDS[kind as keyof typeof TARGET_RESOURCE_KINDS]
+  if (resourceKind === undefined) return
+  if ((await host.store.getResource(resourceKind, value)) !== undefined) return
+  process.stderr.write(
+    `warning: no ${resourceKind} named "${value}" exists; check the name with writ get ${resourceKind} (the lock is kept and covers one created later)\n`,
+  )
 }
 
 /** Names the person at the keyboard in `createdBy`, such as `cli:alice`. */

@@ -90,15 +90,19 @@ function topHelp(): string {
     '',
     'commands:',
   ]
+  const names = Object.entries(REGISTRY).flatMap(([name, entry]) =>
+    isGroup(entry) ? Object.keys(entry.commands).map((sub) => `${name} ${sub}`) : [name],
+  )
+  const width = Math.max(...names.map((name) => name.length)) + 2
   for (const [name, entry] of Object.entries(REGISTRY)) {
     if (isGroup(entry)) {
       for (const [sub, command] of Object.entries(entry.commands)) {
-        lines.push(`  ${`${name} ${sub}`.padEnd(17)}${command.summary}`)
+        lines.push(`  ${`${name} ${sub}`.padEnd(width)}${command.summary}`)
       }
     } else {
-      lines.push(`  ${name.padEnd(17)}${entry.summary}`)
+      lines.push(`  ${name.padEnd(width)}${entry.summary}`)
       for (const [sub, command] of Object.entries(entry.subcommands ?? {})) {
-        lines.push(`  ${`${name} ${sub}`.padEnd(17)}${command.summary}`)
+        lines.push(`  ${`${name} ${sub}`.padEnd(width)}${command.summary}`)
       }
     }
   }
@@ -151,6 +155,12 @@ async function main(argv: string[]): Promise<number> {
   }
   return runCommand(`${name} ${subName}`, command, subArgs)
 }
+
+// A reader that closes early (`writ mcp ls | head -1`) is not an error worth a stack trace.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(process.exitCode ?? 0)
+  throw error
+})
 
 main(process.argv.slice(2)).then(
   (code) => {

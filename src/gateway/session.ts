@@ -63,6 +63,8 @@ export class Session {
   protocolVersion: string | undefined
   upstream: Upstream | undefined
   ended = false
+  /** Why the session was ended when a lock or an expired certificate ended it. */
+  endDenial: SessionDenial | undefined
 
   readonly #deps: GatewayDeps
   readonly #pending = new Map<string, PendingRequest>()
@@ -327,6 +329,7 @@ export class Session {
   async end(cause: { reason: string; error?: Error; denial?: SessionDenial }): Promise<void> {
     if (this.ended) return
     this.ended = true
+    this.endDenial = cause.denial
     clearTimeout(this.#expiryTimer)
     this.#onEnd(this)
     if (cause.denial !== undefined) {

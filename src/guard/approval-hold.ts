@@ -49,19 +49,33 @@ export async function holdToolCall(
     abandoned: () => session.ended || !exchange.open,
   })
   if (verdict.effect === 'abandoned') {
+    const denial = session.endDenial
+    if (session.ended) {
+      // A lock or expiry ended the session: the approval must not release this call later.
+      const why = `session ended (${denial?.reason ?? 'closed'}) while the call waited`
+      await guard.cancel(verdict.approvalId, why).catch((error: unknown) => {
+        session.logger.error({ error, approval: verdict.approvalId }, 'approval cancel failed')
+      })
+    }
     const event = {
       ...audit,
       outcome: 'denied' as const,
-      reason: `the client left while the call waited for approval ${verdict.approvalId}`,
+      reason: session.ended
+        ? `the session ended (${denial?.reason ?? 'closed'}) while the call waited for approval ${verdict.approvalId}`
+        : `the client left while the call waited for approval ${verdict.approvalId}`,
       rule: verdict.rule,
-      details: { approval: { id: verdict.approvalId } },
+      details: { approval: { id: verdict.approvalId }, ...(denial?.details ?? {}) },
     }
-    await deps.audit(session.auditEvent(event)).catch((error: unknown) => {
+    const record = await deps.audit(session.auditEvent(event)).catch((error: unknown) => {
       session.logger.error({ error, approval: verdict.approvalId }, 'audit write failed')
+      return undefined
     })
     // The session may have ended while the call waited; the client still gets an answer.
-    const text = 'the session ended while the call waited for approval'
-    exchange.respond(id, JSON.stringify(errorResponse(id, INTERNAL_ERROR, text)))
+    const answer =
+      denial !== undefined && record !== undefined
+        ? denialResponse(id, denial.reason, denial.message, record.id)
+        : errorResponse(id, INTERNAL_ERROR, 'the session ended while the call waited for approval')
+    exchange.respond(id, JSON.stringify(answer))
     return { handled: true }
   }
   if (verdict.effect === 'deny') {

@@ -69,6 +69,11 @@ export interface CallGuard {
   observeResult(identity: PeerIdentity, server: string): void
   /** The taint kinds the caller currently carries, for tests and diagnostics. */
   taintOf(identity: PeerIdentity): FlowKind[]
+  /**
+   * Denies a pending approval whose session ended (a lock, an expired certificate), so a later
+   * approval cannot release the same call once the caller is unlocked.
+   */
+  cancel(approvalId: string, reason: string): Promise<void>
 }
 
 export interface CallGuardOptions {
@@ -271,7 +276,12 @@ export function createCallGuard(options: CallGuardOptions): CallGuard {
     }
   }
 
-  return { check, observeResult, taintOf }
+  async function cancel(approvalId: string, reason: string): Promise<void> {
+    const decision = { state: 'denied' as const, decidedBy: 'writ', reason, decided: clock() }
+    await store.decideToolApproval(approvalId, decision)
+  }
+
+  return { check, observeResult, taintOf, cancel }
 }
 
 /** Quotes a name for a message, shortened so a hostile tool name cannot flood a log. */

@@ -316,6 +316,16 @@ describe('writ lock input errors', () => {
     })
   }
 
+  it('lock of an unknown bot warns', async () => {
+    const args = ['lock', '--bot', 'ghost-agent', '--message', 'typo check']
+    const result = await runWrit([...args, '--data-dir', setup.dataDir])
+    assert.equal(result.code, 0, result.stderr)
+    assert.match(result.stderr, /warning: no Bot named "ghost-agent" exists/)
+    const lockId = result.stdout.trim()
+    const removed = await runWrit(['unlock', lockId, '--data-dir', setup.dataDir])
+    assert.equal(removed.code, 0, removed.stderr)
+  })
+
   it('unknown lock id is rejected', async () => {
     const result = await runWrit(['unlock', 'lock-000000000000', '--data-dir', setup.dataDir])
     assert.equal(result.code, 1)

@@ -41,6 +41,7 @@ interface Rig {
   dataDir: string
   audit: Array<AuditEventInput & { id: string }>
   records: Record<string, string>
+  handler: McpHandler
   url(server: string): string
   close(): Promise<void>
 }
@@ -110,6 +111,7 @@ async function startRig(options: {
     dataDir,
     audit,
     records,
+    handler,
     url: (name) => `http://127.0.0.1:${port}/mcp/${name}`,
     async close() {
       await handler.closeAll()
@@ -231,6 +233,35 @@ describe('approval hold', () => {
     assert.equal(refused.error?.data?.reason, 'forbidden')
     assert.match(refused.error?.message ?? '', /once is enough/)
     assert.equal(upstreamCalls(rig.records.notes as string).length, 1)
+  })
+
+  test('lock during hold cancels the approval', async () => {
+    const call = await connect(rig.url('notes'))
+    const before = upstreamCalls(rig.records.notes as string).length
+    const reply = call('write_note', { path: 'locked.txt', text: 'held' })
+    const [pending] = await waitForPending(rig, 1)
+    const ended = await rig.handler.closeSessions(() => ({
+      reason: 'locked',
+      denial: {
+        reason: 'locked',
+        message: 'locked by an operator (lock lock-test): key leaked',
+        details: { lockId: 'lock-test' },
+      },
+    }))
+    assert.ok(ended >= 1)
+    const refused = await reply
+    assert.equal(refused.error?.data?.reason, 'locked')
+    assert.match(refused.error?.message ?? '', /lock-test/)
+
+    const approve = ['approvals', 'approve', pending?.id as string, '--reason', 'after lock']
+    const late = await runWrit([...approve, '--data-dir', rig.dataDir])
+    assert.equal(late.code, 1)
+    assert.match(late.stderr, /no longer pending \(denied\)/)
+    assert.equal(upstreamCalls(rig.records.notes as string).length, before)
+    const event = rig.audit.find(
+      (e) => e.tool === 'write_note' && String(e.reason).includes('the session ended (locked)'),
+    )
+    assert.ok(event, 'no audit record for the call ended by the lock')
   })
 
   test('changed arguments need new approval', async () => {
