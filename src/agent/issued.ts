@@ -109,7 +109,7 @@ export function readUriSan(certificate: X509Certificate): string | undefined {
 
 function parseBundle(address: ServerAddress, pem: string): X509Certificate[] {
   const blocks = pem.match(CERTIFICATE_BLOCK) ?? []
-  if (blocks.length === 0) throw invalidResponse(address, 'the bundle holds no PEM certificate')
+  if (blocks.length === 0) throw invalidResponse(address, 'the bundle contains no PEM certificate')
   return blocks.map((block) => parseFirstCertificate(address, block, 'bundle'))
 }
 
@@ -149,7 +149,7 @@ export function describeStoredIdentity(dir: string, files: IdentityFiles): Issue
   try {
     leaf = new X509Certificate(block ?? '')
   } catch {
-    throw fail('svid.pem holds no PEM certificate')
+    throw fail('svid.pem contains no PEM certificate')
   }
   try {
     keySpki = createPublicKey(createPrivateKey(files.keyPem)).export({
@@ -157,7 +157,7 @@ export function describeStoredIdentity(dir: string, files: IdentityFiles): Issue
       format: 'der',
     })
   } catch {
-    throw fail('svid_key.pem holds no PEM private key')
+    throw fail('svid_key.pem contains no PEM private key')
   }
   if (!keySpki.equals(leaf.publicKey.export({ type: 'spki', format: 'der' }))) {
     throw fail('svid_key.pem is not the key of svid.pem')
