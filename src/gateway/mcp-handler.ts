@@ -145,7 +145,18 @@ export function createMcpHandler(deps: GatewayDeps): McpHandler {
         await rejectServer(res, identity, serverName, peerAddress, decision)
         return
       }
-      const config = deps.getServer(serverName)
+      let config: UpstreamConfig | undefined
+      try {
+        config = deps.getServer(serverName)
+      } catch (error) {
+        // The manifest cannot be resolved (an unset ${env:} reference, say). The policy cache
+        // logs the cause once; the caller learns which server is broken, not why.
+        req.resume()
+        deps.logger.debug({ error, server: serverName }, 'upstream configuration unusable')
+        const message = `MCP server "${serverName}" is misconfigured on the Writ server; its log names the problem`
+        writeJson(res, 502, errorResponse(null, INTERNAL_ERROR, message))
+        return
+      }
       if (config === undefined) {
         req.resume()
         writeJson(

@@ -17,8 +17,10 @@ import {
   removeTemporaryDirectories,
   replyJson,
   replyMessages,
+  runWrit,
   startGatewaySetup,
   temporaryDirectory,
+  waitFor,
 } from './harness.js'
 
 const MAX_BODY_BYTES = 2048
@@ -133,6 +135,33 @@ describe('malformed MCP requests over HTTPS', () => {
     )
     const result = replyJson(reply).result as { content: Array<{ text: string }> }
     assert.equal(result.content[0]?.text, 'ok 😀🎉 done')
+  })
+
+  it('unresolved secret names the server only', async () => {
+    const manifest = `apiVersion: writ.dev/v1alpha1
+kind: McpServer
+metadata: { name: misconfigured, labels: { env: e2e } }
+spec:
+  stdio:
+    command: ${JSON.stringify(process.execPath)}
+    args: ['-e', '0']
+    env: { API_KEY: '\${env:WRIT_E2E_NEVER_SET_VARIABLE}' }
+`
+    const applied = await runWrit(['apply', '-f', '-', '--data-dir', setup.dataDir], {
+      input: manifest,
+    })
+    assert.equal(applied.code, 0, applied.stderr)
+    const reply = await waitFor('the server to load the new manifest', async () => {
+      const attempt = await post(initializeBody('2025-06-18'), { server: 'misconfigured' })
+      return attempt.status === 403 ? undefined : attempt
+    })
+    assert.equal(reply.status, 502)
+    const { error } = replyJson(reply) as ErrorBody
+    assert.match(error.message, /MCP server "misconfigured" is misconfigured on the Writ server/)
+    assert.doesNotMatch(error.message, /WRIT_E2E_NEVER_SET_VARIABLE/)
+    await waitFor('the log to name the unresolved reference', () =>
+      setup.server.stderr().includes('secrets.unresolved') ? true : undefined,
+    )
   })
 
   it('unknown server answered like a forbidden one', async () => {
