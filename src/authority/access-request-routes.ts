@@ -3,7 +3,7 @@ import { WritError } from '../errors.js'
 import type { PeerIdentity } from '../identity/types.js'
 import type { Logger } from '../log.js'
 import type { AccessRequestService } from './access-requests.js'
-import { readJsonBody, sendJson } from './routes.js'
+import { readJsonBody, sendErrorReply, sendJson } from './routes.js'
 
 /** The path prefix of the access request API. */
 export const ACCESS_REQUESTS_PATH = '/v1/access-requests'
@@ -121,44 +121,15 @@ export function createAccessRequestRoutes(
       try {
         sendJson(res, 200, await route(req, peer, remote))
       } catch (error) {
-        sendError(res, req, error, remote, logger)
+        sendErrorReply(req, res, error, {
+          statusByCode: STATUS_BY_CODE,
+          area: 'access',
+          remote,
+          logger,
+          // The service logs and audits its own rejections, so only earlier failures are logged.
+          logRejection: (rejected) => rejected.fields.auditId === undefined,
+        })
       }
     },
   }
-}
-
-function sendError(
-  res: ServerResponse,
-  req: IncomingMessage,
-  error: unknown,
-  remote: string,
-  logger: Logger,
-): void {
-  const status = error instanceof WritError ? (STATUS_BY_CODE[error.code] ?? 500) : 500
-  if (status === 500) {
-    logger.error({ error, path: req.url, peer: remote }, 'access request failed')
-    sendJson(res, 500, {
-      error: { code: 'http.internal', message: 'internal error; see the Writ server log' },
-    })
-    return
-  }
-  const writError = error as WritError
-  if (writError.fields.auditId === undefined) {
-    // The service logs and audits its own rejections, so only failures before it are logged here.
-    logger.info({ code: writError.code, path: req.url, peer: remote }, 'access request rejected')
-  }
-  const body: { code: string; message: string; requestId?: string } = {
-    code: writError.code,
-    message: writError.message,
-  }
-  const auditId = writError.fields.auditId
-  if (typeof auditId === 'string') body.requestId = auditId
-  const headers: Record<string, string> = {}
-  if (status === 405) headers.allow = String(writError.fields.allow)
-  if (!req.complete) {
-    // The unread rest of the body would be taken for the next request on this connection.
-    headers.connection = 'close'
-  }
-  sendJson(res, status, { error: body }, headers)
-  if (!req.complete) req.resume()
 }

@@ -5,7 +5,7 @@ import type { PeerIdentity } from '../identity/types.js'
 import type { Logger } from '../log.js'
 import type { AuditRecorder } from './authority.js'
 import type { JwtSvidIssuer, JwtSvidRequest } from './jwt-svid.js'
-import { readJsonBody } from './routes.js'
+import { readJsonBody, sendErrorReply } from './routes.js'
 
 /** The route that signs a JWT-SVID for the mTLS caller. */
 export const JWT_SVID_PATH = '/v1/jwt-svid'
@@ -126,7 +126,14 @@ export function createJwtSvidRoutes(options: {
         const body = path === JWT_BUNDLE_PATH ? issuer.bundle() : await issue(req, peer, remote)
         sendJson(res, 200, body)
       } catch (error) {
-        sendError(req, res, error, method, remote, logger)
+        sendErrorReply(req, res, error, {
+          statusByCode: STATUS_BY_CODE,
+          area: 'JWT-SVID',
+          remote,
+          logger,
+          allow: method,
+          logRejection: () => false,
+        })
       }
     },
   }
@@ -159,39 +166,6 @@ function callerFor(identity: PeerIdentity): AuditCaller {
   }
   if (identity.claims.task) caller.task = identity.claims.task.id
   return caller
-}
-
-function sendError(
-  req: IncomingMessage,
-  res: ServerResponse,
-  error: unknown,
-  allowed: string,
-  remote: string,
-  logger: Logger,
-): void {
-  const status = error instanceof WritError ? (STATUS_BY_CODE[error.code] ?? 500) : 500
-  if (status === 500) {
-    logger.error({ error, path: req.url, peer: remote }, 'JWT-SVID request failed')
-    sendJson(res, 500, {
-      error: { code: 'http.internal', message: 'internal error; see the Writ server log' },
-    })
-    return
-  }
-  const writError = error as WritError
-  const body: { code: string; message: string; requestId?: string } = {
-    code: writError.code,
-    message: writError.message,
-  }
-  const auditId = writError.fields.auditId
-  if (typeof auditId === 'string') body.requestId = auditId
-  const headers: Record<string, string> = {}
-  if (status === 405) headers.allow = allowed
-  if (!req.complete) {
-    // The unread rest of the body would be taken for the next request on this connection.
-    headers.connection = 'close'
-  }
-  sendJson(res, status, { error: body }, headers)
-  if (!req.complete) req.resume()
 }
 
 function sendJson(

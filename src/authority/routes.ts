@@ -122,31 +122,59 @@ export function createAuthorityRoutes(
         // A task result adds its task id, depth, scope and lifetime to the four common fields.
         sendJson(res, 200, { ...result, notAfter: result.notAfter.toISOString() })
       } catch (error) {
-        sendError(res, req, error, remote, logger)
+        sendErrorReply(req, res, error, {
+          statusByCode: STATUS_BY_CODE,
+          area: 'authority',
+          remote,
+          logger,
+          allow: 'POST',
+          // The authority logs its own refusals; only failures before it are logged here.
+          logRejection: (rejected) =>
+            rejected.code.startsWith('request.') || rejected.code === 'renew.unauthenticated',
+        })
       }
     },
   }
 }
 
-function sendError(
-  res: ServerResponse,
+/** How one family of authority routes turns a thrown error into an HTTP error reply. */
+export interface ErrorReplyOptions {
+  /** HTTP status per error code; codes not listed, and errors that are not WritErrors, give 500. */
+  statusByCode: Record<string, number>
+  /** Names the route family in log messages, such as `authority` or `user`. */
+  area: string
+  remote: string
+  logger: Logger
+  /** Whether a rejection is logged here; services that log and audit their own return false. */
+  logRejection(error: WritError): boolean
+  /** The Allow header of a 405; without it the error's `allow` field is used. */
+  allow?: string
+}
+
+/**
+ * Sends `{ error: { code, message, requestId? } }` for a thrown error. An unexpected error is
+ * logged and answered with a generic 500, so no internal detail reaches the caller. A 429 with
+ * `retryAfterSeconds` sets Retry-After, and a request whose body was not read to the end gets
+ * `connection: close`, because the unread rest would be taken for the next request.
+ */
+export function sendErrorReply(
   req: IncomingMessage,
+  res: ServerResponse,
   error: unknown,
-  remote: string,
-  logger: Logger,
+  options: ErrorReplyOptions,
 ): void {
-  const status = error instanceof WritError ? (STATUS_BY_CODE[error.code] ?? 500) : 500
+  const { logger, remote, area } = options
+  const status = error instanceof WritError ? (options.statusByCode[error.code] ?? 500) : 500
   if (status === 500) {
-    logger.error({ error, path: req.url, peer: remote }, 'authority request failed')
+    logger.error({ error, path: req.url, peer: remote }, `${area} request failed`)
     sendJson(res, 500, {
       error: { code: 'http.internal', message: 'internal error; see the Writ server log' },
     })
     return
   }
   const writError = error as WritError
-  if (writError.code.startsWith('request.') || writError.code === 'renew.unauthenticated') {
-    // The authority logs its own refusals; only failures before it are logged here.
-    logger.info({ code: writError.code, path: req.url, peer: remote }, 'authority request rejected')
+  if (options.logRejection(writError)) {
+    logger.info({ code: writError.code, path: req.url, peer: remote }, `${area} request rejected`)
   }
   const body: { code: string; message: string; requestId?: string } = {
     code: writError.code,
@@ -155,11 +183,10 @@ function sendError(
   const auditId = writError.fields.auditId
   if (typeof auditId === 'string') body.requestId = auditId
   const headers: Record<string, string> = {}
-  if (status === 405) headers.allow = 'POST'
-  if (status === 413 || !req.complete) {
-    // The unread rest of the body would be taken for the next request on this connection.
-    headers.connection = 'close'
-  }
+  if (status === 405) headers.allow = options.allow ?? String(writError.fields.allow)
+  const retryAfter = writError.fields.retryAfterSeconds
+  if (status === 429 && typeof retryAfter === 'number') headers['retry-after'] = String(retryAfter)
+  if (status === 413 || !req.complete) headers.connection = 'close'
   sendJson(res, status, { error: body }, headers)
   if (!req.complete) req.resume()
 }

@@ -5,7 +5,7 @@ import type { Logger } from '../log.js'
 import type { Store } from '../store/store.js'
 import type { AuditRecorder } from './authority.js'
 import type { CertificateAuthority } from './ca.js'
-import { readJsonBody, sendJson } from './routes.js'
+import { readJsonBody, sendErrorReply, sendJson } from './routes.js'
 import { createSsoService, type SsoService } from './sso.js'
 import type { UserCertificate } from './user-certificates.js'
 import { createUserService, type RequestPeer, type UserService } from './users.js'
@@ -141,7 +141,14 @@ export function createUserRoutes(users: UserService, sso: SsoService, logger: Lo
       try {
         sendJson(res, 200, await route(req, peer))
       } catch (error) {
-        sendError(res, req, error, peer.text, logger)
+        sendErrorReply(req, res, error, {
+          statusByCode: STATUS_BY_CODE,
+          area: 'user',
+          remote: peer.text,
+          logger,
+          // The services log and audit their own rejections, so only earlier failures are logged.
+          logRejection: (rejected) => rejected.fields.auditId === undefined,
+        })
       }
     },
   }
@@ -182,42 +189,4 @@ function stringField(body: Record<string, unknown>, field: string): string {
     })
   }
   return value
-}
-
-function sendError(
-  res: ServerResponse,
-  req: IncomingMessage,
-  error: unknown,
-  remote: string,
-  logger: Logger,
-): void {
-  const status = error instanceof WritError ? (STATUS_BY_CODE[error.code] ?? 500) : 500
-  if (status === 500) {
-    logger.error({ error, path: req.url, peer: remote }, 'user request failed')
-    sendJson(res, 500, {
-      error: { code: 'http.internal', message: 'internal error; see the Writ server log' },
-    })
-    return
-  }
-  const writError = error as WritError
-  if (writError.fields.auditId === undefined) {
-    // The services log and audit their own rejections; only failures before them are logged here.
-    logger.info({ code: writError.code, path: req.url, peer: remote }, 'user request rejected')
-  }
-  const body: { code: string; message: string; requestId?: string } = {
-    code: writError.code,
-    message: writError.message,
-  }
-  const auditId = writError.fields.auditId
-  if (typeof auditId === 'string') body.requestId = auditId
-  const headers: Record<string, string> = {}
-  if (status === 405) headers.allow = String(writError.fields.allow)
-  const retryAfter = writError.fields.retryAfterSeconds
-  if (status === 429 && typeof retryAfter === 'number') headers['retry-after'] = String(retryAfter)
-  if (!req.complete) {
-    // The unread rest of the body would be taken for the next request on this connection.
-    headers.connection = 'close'
-  }
-  sendJson(res, status, { error: body }, headers)
-  if (!req.complete) req.resume()
 }
