@@ -20,7 +20,7 @@ import { parseServerAddress, type ServerAddress } from './server-address.js'
 /** The last retry of a renewal happens at least this long before the certificate expires. */
 const EXPIRY_MARGIN_MS = 1000
 
-/** How the agent came by an identity it just wrote or loaded. */
+/** The way the agent obtained an identity it just wrote or loaded. */
 export type IdentityEvent = 'joined' | 'resumed' | 'renewed'
 
 export interface AgentOptions {
@@ -55,7 +55,7 @@ export interface AgentOptions {
   requestTimeoutMs?: number
 }
 
-/** Why `runAgent` returned; a permanent failure rejects instead. */
+/** The reason `runAgent` returned; a permanent failure rejects instead. */
 export interface AgentResult {
   stopReason: 'oneshot' | 'aborted'
   /** The identity last written, if the agent got that far. */

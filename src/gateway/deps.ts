@@ -18,7 +18,7 @@ export interface StdioUpstreamConfig {
   cwd?: string
 }
 
-/** Where a Streamable HTTP upstream listens, with headers that may carry resolved secrets. */
+/** The URL of a Streamable HTTP upstream, with headers that may carry resolved secrets. */
 export interface HttpUpstreamConfig {
   url: string
   headers?: Record<string, string>
@@ -66,7 +66,7 @@ export interface UpstreamConfig {
   toolPinning?: ToolPinningMode
 }
 
-/** Which server-to-client requests an upstream may send, from the McpServer `spec.allow`. */
+/** The server-to-client requests an upstream may send, from the McpServer `spec.allow`. */
 export interface ServerRequestAllowances {
   /** `sampling/createMessage`: the server asks the client's model for a completion. */
   sampling?: boolean

@@ -559,8 +559,8 @@ export function createMcpHandler(deps: GatewayDeps): McpHandler {
   /**
    * Returns why a well-formed message must not be forwarded, or undefined. Policy is decided on
    * exact method names, so variants that a lenient upstream might still run (other letter case,
-   * surrounding spaces) are rejected, as are calls sent as notifications, which would skip the
-   * tool decision, and request ids already in use, which would mix up responses.
+   * surrounding spaces) are rejected. Calls sent as notifications are rejected because they would
+   * skip the tool decision, and request ids already in use because they would mix up responses.
    */
   function screenMessage(
     message: JsonRpcMessage,

@@ -64,7 +64,7 @@ export interface RoleSpec {
   /** Roles that holders of this role may request for a limited time. */
   requests?: {
     roles: string[]
-    /** The longest grant a request may ask for, such as `4h` (default 1h). */
+    /** The maximum grant duration a request may ask for, such as `4h` (default 1h). */
     maxDuration?: string
   }
   /** Requested roles that holders of this role may approve or deny. */
@@ -85,7 +85,7 @@ export interface BotSpec {
 export interface JoinTokenSpec {
   bot: string
   method: 'token' | 'kubernetes'
-  /** Which service accounts may join and how their tokens are verified (`method: kubernetes`). */
+  /** The service accounts that may join, and how their tokens are verified (`method: kubernetes`). */
   kubernetes?: KubernetesJoinSpec
   /** ISO 8601 time after which the token no longer works. */
   expires?: string

@@ -4,7 +4,7 @@ import type { Resource, ResourceKind } from '../policy/resource.js'
 import type { PeopleStore } from './people-store.js'
 import type { ToolPinStore } from './tool-pin-store.js'
 
-/** Why a join token cannot be used. */
+/** The reason a join token cannot be used. */
 export type TokenRefusal = 'token_unknown' | 'token_used' | 'token_expired'
 
 /** A certificate the authority issued, kept for audit and, later, locks by serial. */
